@@ -1,0 +1,25 @@
+"""core-attn: CoRe (context-aware retrieval) heads for multimodal LLMs.
+
+Importing the package registers the "core_hybrid" attention implementation with transformers.
+"""
+
+__version__ = "0.1.0"
+
+from .heads import HeadConfig, head_label
+from .hf import ATTN_IMPLEMENTATION, attach, attached_settings, detach, register
+from .ops import hybrid_attention, hybrid_attention_reference
+
+register()
+
+__all__ = [
+    "ATTN_IMPLEMENTATION",
+    "HeadConfig",
+    "__version__",
+    "attach",
+    "attached_settings",
+    "detach",
+    "head_label",
+    "hybrid_attention",
+    "hybrid_attention_reference",
+    "register",
+]

@@ -1,0 +1,13 @@
+"""Everything that touches transformers: the attention-interface function and attach()."""
+
+from .attach import attach, attached_settings, detach
+from .attention import ATTN_IMPLEMENTATION, core_hybrid_attention_forward, register
+
+__all__ = [
+    "ATTN_IMPLEMENTATION",
+    "attach",
+    "attached_settings",
+    "core_hybrid_attention_forward",
+    "detach",
+    "register",
+]
