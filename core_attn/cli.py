@@ -1,0 +1,43 @@
+"""The ``core-attn`` command: parses arguments and calls the library (see core_attn/commands/)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines register(subparsers) and sets a handler with set_defaults(func=...).
+COMMAND_MODULES = (
+    "core_attn.commands.demo",
+    "core_attn.commands.hub",
+    "core_attn.commands.analysis",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="core-attn",
+        description="CoRe heads for multimodal LLMs: measure, publish and exploit retrieval heads.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # command group not part of this build
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `core-attn` runs the demo
+        args = parser.parse_args(["demo", *(argv or [])])
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
