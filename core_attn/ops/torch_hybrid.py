@@ -18,10 +18,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Query rows per streaming chunk. 256 keeps the gathered key block (sink + window + C)
-# only ~20% larger than the ideal (sink + window) at the default sizes, while scores
-# per chunk stay a few MB.
-DEFAULT_CHUNK_SIZE = 256
+# Query rows per streaming chunk. A chunk computes C * (sink + window + C - 1) scores for
+# C * (sink + window) useful ones: 64 wastes ~5% at the default sizes. Small chunks are
+# batched (_ROWS_PER_CALL rows per SDPA call) so call overhead stays low.
+DEFAULT_CHUNK_SIZE = 64
+_ROWS_PER_CALL = 2048
 
 
 def _where_rows(out: torch.Tensor, row_has_key: torch.Tensor) -> torch.Tensor:
@@ -135,6 +136,57 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
 
 
+def _steady_chunks(
+    query: torch.Tensor,
+    out: torch.Tensor,
+    groups: list,
+    scale: float,
+    sink_size: int,
+    window_size: int,
+    r_start: int,
+    n_chunks: int,
+    chunk: int,
+) -> None:
+    """Causal streaming rows [r_start, r_start + n_chunks * chunk) past the sinks, many chunks per SDPA call.
+
+    Every such chunk sees the same pattern: the sink keys plus a contiguous band of
+    window_size + chunk - 1 keys, so the bands come from one ``unfold`` and all chunks of a
+    super-batch share a single additive mask [Gs * C, Kc] and a single SDPA call.
+    """
+    b, _, tq, d = query.shape
+    tk = groups[0][3].shape[2]
+    band = window_size + chunk - 1
+    kc = sink_size + band
+    rows = torch.arange(chunk, device=query.device).view(-1, 1)
+    cols = torch.arange(band, device=query.device).view(1, -1)
+    allowed = torch.cat(  # row r of a chunk sees band columns r .. r + window_size - 1
+        [torch.ones(chunk, sink_size, dtype=torch.bool, device=query.device), (cols >= rows) & (cols < rows + window_size)],
+        dim=1,
+    )
+    add = _additive(allowed, query.dtype)
+    masks: dict[int, torch.Tensor] = {}
+    per_call = max(1, _ROWS_PER_CALL // chunk)
+    for c0 in range(0, n_chunks, per_call):
+        nb = min(per_call, n_chunks - c0)
+        r0 = r_start + c0 * chunk
+        r1 = r0 + nb * chunk
+        k_lo = tk - tq + r0 - window_size + 1  # first band key of the first chunk
+        for s, gs, q_heads, k_s, v_s in groups:
+            def blocks(x):  # [B, S, Tk, D] -> [B, S * nb, Kc, D]: sinks then each chunk's band
+                bands = x[:, :, k_lo : k_lo + (nb - 1) * chunk + band].unfold(2, band, chunk).transpose(-1, -2)
+                sinks = x[:, :, None, :sink_size].expand(-1, -1, nb, -1, -1)
+                return torch.cat([sinks, bands], dim=3).view(b, s * nb, kc, d)
+
+            mask = masks.get(gs)
+            if mask is None:
+                mask = masks[gs] = add.repeat(gs, 1)  # rows ordered (q_head, row in chunk)
+            # [B, S*Gs, nb*C, D] -> [B, S, nb, Gs*C, D]: fold a kv_head's q_heads into rows, per chunk.
+            # (SDPA's fused CPU kernel takes 4-d inputs only: S and nb share the head dim.)
+            q_c = query[:, q_heads, r0:r1].view(b, s, gs, nb, chunk, d).transpose(2, 3).reshape(b, s * nb, gs * chunk, d)
+            o = F.scaled_dot_product_attention(q_c, blocks(k_s), blocks(v_s), attn_mask=mask, scale=scale)
+            out[:, q_heads, r0:r1] = o.view(b, s, nb, gs, chunk, d).transpose(2, 3).reshape(b, s * gs, nb * chunk, d)
+
+
 def _streaming_part(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -153,7 +205,7 @@ def _streaming_part(
     if bool(dense_heads.all()):
         return
     groups = []
-    for kv_heads, q_heads in _streaming_groups(dense_heads, hkv, hkv and hq // hkv):
+    for kv_heads, q_heads in _streaming_groups(dense_heads, hkv, hq // hkv):
         kv_idx = torch.tensor(kv_heads, device=key.device)
         whole = kv_heads == list(range(hkv))
         groups.append(
@@ -165,21 +217,23 @@ def _streaming_part(
                 value if whole else value.index_select(1, kv_idx),
             )
         )
+    spans = [(r0, min(tq, r0 + chunk_size)) for r0 in range(0, tq, chunk_size)]
+    if attention_mask is None and window_size >= 1:
+        # Rows whose window starts at or past the sinks all share one pattern: batch them.
+        r_start = max(0, sink_size + window_size - 1 - (tk - tq))
+        n_chunks = max(0, tq - r_start) // chunk_size
+        if n_chunks >= 2:
+            _steady_chunks(query, out, groups, scale, sink_size, window_size, r_start, n_chunks, chunk_size)
+            r_end = r_start + n_chunks * chunk_size
+            spans = [(r0, min(r_start, r0 + chunk_size)) for r0 in range(0, r_start, chunk_size)]
+            spans += [(r_end, tq)] if r_end < tq else []
     # Without a padding mask every row sees its own key whenever window_size >= 1.
     may_be_empty = attention_mask is not None or window_size == 0
-    steady_mask = None  # the additive pattern of a full chunk past the sinks is the same everywhere
-    for r0 in range(0, tq, chunk_size):
-        r1 = min(tq, r0 + chunk_size)
+    for r0, r1 in spans:
         c = r1 - r0
         if attention_mask is None:
             cols, allowed = _chunk_keys_causal(tq, tk, r0, r1, sink_size, window_size, query.device)
-            steady = c == chunk_size and cols.numel() == sink_size + window_size + c - 1
-            if steady and steady_mask is not None:
-                add = steady_mask
-            else:
-                add = _additive(allowed, query.dtype).view(1, 1, c, -1)
-                if steady:
-                    steady_mask = add
+            add = _additive(allowed, query.dtype).view(1, 1, c, -1)
         else:
             cols, allowed = _chunk_keys_masked(tq, tk, r0, r1, sink_size, window_size, attention_mask)
             add = _additive(allowed, query.dtype).view(allowed.shape[0], 1, c, -1)
@@ -196,7 +250,7 @@ def _streaming_part(
                 k_c, v_c = k_s.index_select(2, cols), v_s.index_select(2, cols)
             # Fold the Gs q_heads of one kv_head into rows: [B, S, Gs * C, D] vs [B, S, Kc, D].
             q_c = query[:, q_heads, r0:r1].reshape(b, s, gs * c, d)
-            mask = add if gs == 1 else add.unsqueeze(2).expand(-1, -1, gs, -1, -1).reshape(add.shape[0], 1, gs * c, kc)
+            mask = add.repeat(1, 1, gs, 1)
             o = F.scaled_dot_product_attention(q_c, k_c, v_c, attn_mask=mask, scale=scale)
             if may_be_empty:
                 o = _where_rows(o, torch.isfinite(mask).any(dim=-1, keepdim=True))
