@@ -1,6 +1,6 @@
 """Everything that touches transformers: the attention-interface function and attach()."""
 
-from .attach import attach, attached_settings, detach
+from .attach import attach, attached_settings, detach, model_head_shape
 from .attention import ATTN_IMPLEMENTATION, core_hybrid_attention_forward, register
 
 __all__ = [
@@ -9,5 +9,6 @@ __all__ = [
     "attached_settings",
     "core_hybrid_attention_forward",
     "detach",
+    "model_head_shape",
     "register",
 ]

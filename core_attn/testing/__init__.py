@@ -1,0 +1,1 @@
+"""Tiny random-weight models and inputs for tests and the demo (no downloads)."""
