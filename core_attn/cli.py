@@ -33,9 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["demo", *argv]  # bare `core-attn [demo options]` runs the demo
     args = parser.parse_args(argv)
-    if args.command is None:  # bare `core-attn` runs the demo
-        args = parser.parse_args(["demo", *(argv or [])])
     return int(args.func(args) or 0)
 
 

@@ -1,0 +1,19 @@
+"""The README's main job: `core-attn` (the demo) runs offline and reports an exact dense parity."""
+
+import re
+
+from core_attn.cli import main
+
+
+def test_demo_runs_and_dense_is_exact(capsys):
+    assert main(["demo", "--new-tokens", "2"]) == 0
+    out = capsys.readouterr().out
+    exact = re.search(r"all heads dense\s*: max \|diff\| = ([0-9.e+-]+)", out)
+    assert exact and float(exact.group(1)) == 0.0
+    assert re.search(r"attach\(dense=0.25, sink=4, window=16\): 4/16 heads dense", out)
+    assert out.count("\n    L") == 4  # one map line per layer
+
+
+def test_bare_command_is_the_demo(capsys):
+    assert main(["--new-tokens", "1"]) == 0
+    assert "demo" in capsys.readouterr().out
