@@ -18,11 +18,36 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Query rows per streaming chunk. A chunk computes C * (sink + window + C - 1) scores for
-# C * (sink + window) useful ones: 64 wastes ~5% at the default sizes. Small chunks are
-# batched (_ROWS_PER_CALL rows per SDPA call) so call overhead stays low.
+# Query rows per streaming chunk in the generic (masked / non-CPU) path.
 DEFAULT_CHUNK_SIZE = 64
-_ROWS_PER_CALL = 2048
+# Rows per chunk on the CPU fast path. A chunk of C rows scores a band of window + C - 1 keys
+# for window useful ones, so small C wastes little; all chunks go into one SDPA call per
+# kv_head, so C does not change the number of calls.
+STEADY_CHUNK = 64
+# A causal SDPA call splits its rows statically over threads, so with few (batch, q_head)
+# pairs one thread gets the long rows; cutting rows into blocks evens the work out.
+_DENSE_BLOCKS = 8
+_DENSE_MIN_ROWS = 1024
+
+# The fused CPU SDPA kernel also returns each row's log-sum-exp, which lets two partial
+# attentions over disjoint key sets merge exactly (as in flash attention).
+_CPU_FLASH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _lse_fast_path(query: torch.Tensor) -> bool:
+    return _CPU_FLASH_LSE is not None and query.device.type == "cpu"
+
+
+def _attention_lse(q, k, v, scale, *, is_causal=False, mask=None):
+    """SDPA on CPU returning (out [..., T, D], lse float32 [..., T])."""
+    return _CPU_FLASH_LSE(q, k, v, 0.0, is_causal, attn_mask=mask, scale=scale)
+
+
+def _merge(o1, l1, o2, l2):
+    """Combine two attentions of the same rows over disjoint key sets, given their log-sum-exps."""
+    m = torch.maximum(l1, l2)
+    w1, w2 = torch.exp(l1 - m).unsqueeze(-1), torch.exp(l2 - m).unsqueeze(-1)
+    return ((o1.float() * w1 + o2.float() * w2) / (w1 + w2)).to(o1.dtype)
 
 
 def _where_rows(out: torch.Tensor, row_has_key: torch.Tensor) -> torch.Tensor:
@@ -69,12 +94,34 @@ def _dense_part(
         q_g = query[:, heads]  # [B, n, Tq, D]
         k_g = key[:, g : g + 1].expand(b, len(heads), tk, d)
         v_g = value[:, g : g + 1].expand(b, len(heads), tk, d)
+        if mask is None and tq >= _DENSE_MIN_ROWS and b * len(heads) < 2 * torch.get_num_threads() and _lse_fast_path(query):
+            out[:, heads] = _dense_causal_blocks(q_g, k_g, v_g, scale)
+            continue
         o = F.scaled_dot_product_attention(
             q_g, k_g, v_g, attn_mask=mask, is_causal=mask is None, scale=scale
         )
         if row_has_key is not None:
             o = _where_rows(o, row_has_key)
         out[:, heads] = o
+
+
+def _dense_causal_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Causal attention (Tq == Tk) in row blocks: a full rectangle of earlier keys plus a causal square.
+
+    q, k, v: [B, n, T, D] -> [B, n, T, D]. Each rectangle call has equal-length rows, so the
+    threads share it evenly.
+    """
+    t = q.shape[2]
+    out = torch.empty_like(q)
+    step = -(-t // _DENSE_BLOCKS)
+    for r0 in range(0, t, step):
+        r1 = min(t, r0 + step)
+        o, lse = _attention_lse(q[:, :, r0:r1], k[:, :, r0:r1], v[:, :, r0:r1], scale, is_causal=True)
+        if r0 > 0:
+            o_rect, lse_rect = _attention_lse(q[:, :, r0:r1], k[:, :, :r0], v[:, :, :r0], scale)
+            o = _merge(o, lse, o_rect, lse_rect)
+        out[:, :, r0:r1] = o
+    return out
 
 
 def _streaming_groups(dense_heads: torch.Tensor, hkv: int, group: int) -> list[tuple[list[int], list[int]]]:
@@ -136,10 +183,12 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
 
 
-def _steady_chunks(
+def _steady_rows(
     query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
     out: torch.Tensor,
-    groups: list,
+    dense_heads: torch.Tensor,
     scale: float,
     sink_size: int,
     window_size: int,
@@ -147,44 +196,44 @@ def _steady_chunks(
     n_chunks: int,
     chunk: int,
 ) -> None:
-    """Causal streaming rows [r_start, r_start + n_chunks * chunk) past the sinks, many chunks per SDPA call.
+    """Causal streaming rows [r_start, r_start + n_chunks * chunk) whose windows start past the sinks (CPU).
 
-    Every such chunk sees the same pattern: the sink keys plus a contiguous band of
-    window_size + chunk - 1 keys, so the bands come from one ``unfold`` and all chunks of a
-    super-batch share a single additive mask [Gs * C, Kc] and a single SDPA call.
+    Per kv_head two SDPA calls cover all these rows: one over the sink keys, and one where
+    chunk c of C rows meets its band of window_size + C - 1 keys, taken as an overlapping
+    ``unfold`` view of K/V (no copy) with one additive mask shared by all chunks. The two
+    partial results merge exactly through their log-sum-exps.
     """
-    b, _, tq, d = query.shape
-    tk = groups[0][3].shape[2]
+    b, hq, tq, d = query.shape
+    hkv, tk = key.shape[1], key.shape[2]
+    group = hq // hkv
     band = window_size + chunk - 1
-    kc = sink_size + band
+    r0, r1 = r_start, r_start + n_chunks * chunk
+    k_lo = tk - tq + r0 - window_size + 1  # first band key of the first chunk
     rows = torch.arange(chunk, device=query.device).view(-1, 1)
     cols = torch.arange(band, device=query.device).view(1, -1)
-    allowed = torch.cat(  # row r of a chunk sees band columns r .. r + window_size - 1
-        [torch.ones(chunk, sink_size, dtype=torch.bool, device=query.device), (cols >= rows) & (cols < rows + window_size)],
-        dim=1,
-    )
-    add = _additive(allowed, query.dtype)
+    band_mask = _additive((cols >= rows) & (cols < rows + window_size), query.dtype)  # [C, band]
     masks: dict[int, torch.Tensor] = {}
-    per_call = max(1, _ROWS_PER_CALL // chunk)
-    for c0 in range(0, n_chunks, per_call):
-        nb = min(per_call, n_chunks - c0)
-        r0 = r_start + c0 * chunk
-        r1 = r0 + nb * chunk
-        k_lo = tk - tq + r0 - window_size + 1  # first band key of the first chunk
-        for s, gs, q_heads, k_s, v_s in groups:
-            def blocks(x):  # [B, S, Tk, D] -> [B, S * nb, Kc, D]: sinks then each chunk's band
-                bands = x[:, :, k_lo : k_lo + (nb - 1) * chunk + band].unfold(2, band, chunk).transpose(-1, -2)
-                sinks = x[:, :, None, :sink_size].expand(-1, -1, nb, -1, -1)
-                return torch.cat([sinks, bands], dim=3).view(b, s * nb, kc, d)
-
-            mask = masks.get(gs)
-            if mask is None:
-                mask = masks[gs] = add.repeat(gs, 1)  # rows ordered (q_head, row in chunk)
-            # [B, S*Gs, nb*C, D] -> [B, S, nb, Gs*C, D]: fold a kv_head's q_heads into rows, per chunk.
-            # (SDPA's fused CPU kernel takes 4-d inputs only: S and nb share the head dim.)
-            q_c = query[:, q_heads, r0:r1].view(b, s, gs, nb, chunk, d).transpose(2, 3).reshape(b, s * nb, gs * chunk, d)
-            o = F.scaled_dot_product_attention(q_c, blocks(k_s), blocks(v_s), attn_mask=mask, scale=scale)
-            out[:, q_heads, r0:r1] = o.view(b, s, nb, gs, chunk, d).transpose(2, 3).reshape(b, s * gs, nb * chunk, d)
+    stream = (~dense_heads.cpu()).view(hkv, group)
+    for g in range(hkv):
+        heads = [g * group + j for j in range(group) if bool(stream[g, j])]
+        if not heads:
+            continue
+        gs = len(heads)
+        if gs not in masks:
+            masks[gs] = band_mask.repeat(gs, 1)  # rows ordered (q_head, row in chunk)
+        idx = torch.tensor(heads, device=query.device)
+        # [B, Gs, nb * C, D] -> [B, nb, Gs * C, D]: the q_heads of one kv_head fold into rows.
+        q_c = query[:, idx, r0:r1].view(b, gs, n_chunks, chunk, d).transpose(1, 2).reshape(b, n_chunks, gs * chunk, d)
+        span = slice(k_lo, k_lo + (n_chunks - 1) * chunk + band)
+        k_b = key[:, g, span].unfold(1, band, chunk).transpose(-1, -2)  # [B, nb, band, D], a view
+        v_b = value[:, g, span].unfold(1, band, chunk).transpose(-1, -2)
+        o, lse = _attention_lse(q_c, k_b, v_b, scale, mask=masks[gs])
+        if sink_size:
+            o_s, lse_s = _attention_lse(
+                q_c.view(b, 1, -1, d), key[:, g : g + 1, :sink_size], value[:, g : g + 1, :sink_size], scale
+            )
+            o = _merge(o, lse, o_s.view_as(o), lse_s.view_as(lse))
+        out[:, idx, r0:r1] = o.view(b, n_chunks, gs, chunk, d).transpose(1, 2).reshape(b, gs, n_chunks * chunk, d)
 
 
 def _streaming_part(
@@ -218,13 +267,15 @@ def _streaming_part(
             )
         )
     spans = [(r0, min(tq, r0 + chunk_size)) for r0 in range(0, tq, chunk_size)]
-    if attention_mask is None and window_size >= 1:
+    if attention_mask is None and window_size >= 1 and _lse_fast_path(query):
         # Rows whose window starts at or past the sinks all share one pattern: batch them.
         r_start = max(0, sink_size + window_size - 1 - (tk - tq))
-        n_chunks = max(0, tq - r_start) // chunk_size
+        n_chunks = max(0, tq - r_start) // STEADY_CHUNK
         if n_chunks >= 2:
-            _steady_chunks(query, out, groups, scale, sink_size, window_size, r_start, n_chunks, chunk_size)
-            r_end = r_start + n_chunks * chunk_size
+            _steady_rows(
+                query, key, value, out, dense_heads, scale, sink_size, window_size, r_start, n_chunks, STEADY_CHUNK
+            )
+            r_end = r_start + n_chunks * STEADY_CHUNK
             spans = [(r0, min(r_start, r0 + chunk_size)) for r0 in range(0, r_start, chunk_size)]
             spans += [(r_end, tq)] if r_end < tq else []
     # Without a padding mask every row sees its own key whenever window_size >= 1.

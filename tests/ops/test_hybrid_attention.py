@@ -201,3 +201,16 @@ def test_bad_inputs_raise(case):
             attention_mask=over.get("mask"),
             backend=over.get("backend", "auto"),
         )
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["cpu_lse_path", "generic_path"])
+@pytest.mark.parametrize("sink", [0, 5])
+def test_long_sequence_paths(monkeypatch, fast, sink):
+    """T above the thresholds of the row-blocked dense path and the batched steady streaming path."""
+    from core_attn.ops import torch_hybrid
+
+    if not fast:
+        monkeypatch.setattr(torch_hybrid, "_CPU_FLASH_LSE", None)
+    q, k, v = make(1, 4, 2, 1100, 1100, 16, torch.float32)
+    dh = torch.tensor([True, False, False, False])  # one dense q_head: the row-blocked path
+    check(q, k, v, dh, sink, 70)
