@@ -6,6 +6,7 @@ Importing the package registers the "core_hybrid" attention implementation with 
 __version__ = "0.1.0"
 
 from .heads import HeadConfig, head_label
+from .heads.hub import push_head_config
 from .hf import ATTN_IMPLEMENTATION, attach, attached_settings, detach, register
 from .ops import hybrid_attention, hybrid_attention_reference
 
@@ -21,5 +22,6 @@ __all__ = [
     "head_label",
     "hybrid_attention",
     "hybrid_attention_reference",
+    "push_head_config",
     "register",
 ]

@@ -1,9 +1,13 @@
 """HeadConfig: a per-head score map of one model, and the head selection built on it.
 
-On disk a HeadConfig is a folder with
+On disk a HeadConfig is a folder (locally or as a Hub repo) with
   head_config.json        every field but the tensors (sorted keys, format_version, library version)
   head_scores.safetensors "scores" [L, HQ] float32, plus "dataset/<name>" [L, HQ] per dataset if present
-Nothing is ever unpickled.
+and, when published with :meth:`HeadConfig.push_to_hub`, a README.md model card and a
+head_scores.png heatmap. Nothing is ever unpickled.
+
+Format history: 1.0 first release; 1.1 adds ``model_revision`` (a 1.0 reader loads a 1.1 file
+with a warning about that key).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 
 CONFIG_NAME = "head_config.json"
 SCORES_NAME = "head_scores.safetensors"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 GRANULARITIES = ("q", "kv")
 
 
@@ -64,10 +68,17 @@ class HeadConfig:
     metric: str = field(default="ram", metadata={"help": "Name of the score: 'ram' (retrieval attention mass), ..."})
     provenance: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "Free-form JSON: datasets and sample counts, revision, library versions, command."},
+        metadata={
+            "help": "Free-form JSON about how the scores were obtained. Conventional keys: 'datasets' "
+            "({name: number of samples}), 'command', 'library_version', 'torch_version'."
+        },
     )
     dataset_scores: dict[str, torch.Tensor] = field(
         default_factory=dict, metadata={"help": "Optional per-dataset score maps, each [num_layers, num_q_heads]."}
+    )
+    model_revision: str | None = field(
+        default=None,
+        metadata={"help": "Revision of model_id the scores were measured on (commit sha, branch or tag)."},
     )
 
     def __post_init__(self) -> None:
@@ -83,6 +94,10 @@ class HeadConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {v!r}")
+        for name in ("model_id", "model_revision"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise TypeError(f"{name} must be a str or None, got {type(v).__name__}")
         if not isinstance(self.provenance, dict):
             raise TypeError(f"provenance must be a dict, got {type(self.provenance).__name__}")
         self.dataset_scores = {
@@ -193,21 +208,65 @@ class HeadConfig:
         """Write head_config.json and head_scores.safetensors into save_directory."""
         from safetensors.torch import save_file
 
+        try:  # serialise first: an unserialisable provenance must not leave half a folder behind
+            text = json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"head config fields must be JSON-serialisable (check provenance): {e}") from e
         os.makedirs(save_directory, exist_ok=True)
         tensors = {"scores": self.scores}
         tensors.update({f"dataset/{name}": t for name, t in self.dataset_scores.items()})
         save_file(tensors, os.path.join(save_directory, SCORES_NAME), metadata={"format": "pt"})
         with open(os.path.join(save_directory, CONFIG_NAME), "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "HeadConfig":
-        """Load from a local folder written by :meth:`save_pretrained`."""
-        path = os.fspath(path)
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"no head config folder at {path!r}")
-        return cls._from_files(os.path.join(path, CONFIG_NAME), os.path.join(path, SCORES_NAME))
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        subfolder: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+    ) -> "HeadConfig":
+        """Load from a local folder or a Hugging Face Hub repo.
+
+        Args:
+            name_or_path: a folder written by :meth:`save_pretrained` / :meth:`push_to_hub`, or a
+                Hub repo id ("org/name"). An existing local folder wins over a repo of that name;
+                a ``pathlib.Path`` is always a local folder.
+            revision: branch, tag or commit sha of the Hub repo (ignored for a local folder).
+            subfolder: folder inside the folder / repo that holds the files.
+            cache_dir, token, local_files_only, force_download: passed to huggingface_hub
+                (``HF_HUB_OFFLINE=1`` and ``HF_TOKEN`` apply as usual).
+
+        Only head_config.json and head_scores.safetensors are read (nothing is unpickled).
+        Scores come back as float32 [num_layers, num_q_heads].
+        """
+        from .hub import resolve_folder
+
+        folder = resolve_folder(
+            name_or_path,
+            revision=revision,
+            subfolder=subfolder,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
+            force_download=force_download,
+        )
+        return cls._from_files(os.path.join(folder, CONFIG_NAME), os.path.join(folder, SCORES_NAME))
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload to a Hub repo (head_config.json, head_scores.safetensors, README.md, heatmap).
+
+        Same as ``core_attn.push_head_config(self, repo_id, **kwargs)``; see there for the options
+        (private, revision, token, commit_message, create_pr, ...). Returns huggingface_hub's CommitInfo.
+        """
+        from .hub import push_head_config
+
+        return push_head_config(self, repo_id, **kwargs)
 
     @classmethod
     def _from_files(cls, config_file: str, scores_file: str) -> "HeadConfig":
@@ -218,9 +277,20 @@ class HeadConfig:
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"head config is incomplete: {os.path.basename(p)} is missing ({p})")
         with open(config_file, encoding="utf-8") as f:
-            data = json.load(f)
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{config_file} is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{config_file} must hold a JSON object, found {type(data).__name__}")
         version = str(data.pop("format_version", FORMAT_VERSION))
-        if int(version.split(".")[0]) > int(FORMAT_VERSION.split(".")[0]):
+        try:
+            major = int(version.split(".")[0])
+        except ValueError:
+            raise ValueError(
+                f"{config_file} has format_version {version!r}, expected 'MAJOR.MINOR' (e.g. {FORMAT_VERSION!r})"
+            ) from None
+        if major > int(FORMAT_VERSION.split(".")[0]):
             raise ValueError(
                 f"{config_file} has format_version {version}, newer than this core-attn reads ({FORMAT_VERSION}): "
                 "upgrade core-attn"
@@ -231,21 +301,33 @@ class HeadConfig:
             raise ValueError(f"{scores_file} is not a valid safetensors file: {e}") from e
         if "scores" not in tensors:
             raise ValueError(f"{scores_file} has no 'scores' tensor (found {sorted(tensors)})")
-        stamped = {k: data.pop(k, None) for k in ("num_layers", "num_q_heads", "library", "library_version", "datasets")}
+        stamps = ("num_layers", "num_q_heads", "library", "library_version", "datasets")
+        stamped = {k: data.pop(k, None) for k in stamps}
         shape = (stamped["num_layers"], stamped["num_q_heads"])
         if None not in shape and tuple(tensors["scores"].shape) != shape:
             raise ValueError(
                 f"{scores_file}: scores have shape {tuple(tensors['scores'].shape)} but {config_file} says "
                 f"num_layers={shape[0]}, num_q_heads={shape[1]}"
             )
-        known = {f.name for f in dataclasses.fields(cls)}
+        dataset_scores = {k[len("dataset/") :]: v for k, v in tensors.items() if k.startswith("dataset/")}
+        listed = stamped["datasets"]
+        if isinstance(listed, list) and sorted(map(str, listed)) != sorted(dataset_scores):
+            raise ValueError(
+                f"{config_file} lists per-dataset scores {sorted(map(str, listed))} but {scores_file} holds "
+                f"{sorted(dataset_scores)}"
+            )
+        other = sorted(k for k in tensors if k != "scores" and not k.startswith("dataset/"))
+        if other:
+            warnings.warn(f"{scores_file}: ignoring unknown tensors {other}", stacklevel=3)
+        if "num_kv_heads" not in data:
+            raise ValueError(f"{config_file} has no num_kv_heads (expected an int, kv_heads per layer)")
+        known = {f.name for f in dataclasses.fields(cls)} - {"scores", "dataset_scores"}
         unknown = sorted(set(data) - known)
         if unknown:
             warnings.warn(
                 f"{config_file}: ignoring unknown keys {unknown} (written by a newer core-attn?)", stacklevel=3
             )
         kwargs = {k: v for k, v in data.items() if k in known}
-        dataset_scores = {k[len("dataset/") :]: v for k, v in tensors.items() if k.startswith("dataset/")}
         return cls(scores=tensors["scores"], dataset_scores=dataset_scores, **kwargs)
 
     def __repr__(self) -> str:

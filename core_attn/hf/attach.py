@@ -80,7 +80,9 @@ def attach(
     Args:
         model: a transformers model (multimodal or text-only). Its text decoder is switched to
             attn_implementation="core_hybrid" if it is not already.
-        config: a HeadConfig or a folder written by ``HeadConfig.save_pretrained``.
+        config: a HeadConfig, a folder written by ``HeadConfig.save_pretrained``, or a Hub repo
+            id ("org/name", loaded with ``HeadConfig.from_pretrained``). None looks the model's
+            name (config._name_or_path) up in core-attn's index of published rankings.
         dense: float fraction in (0, 1] of all heads (global ranking over layers, rounded up),
             or an int head count.
         sink_size, window_size: streaming parameters; default to the config's.
@@ -92,14 +94,15 @@ def attach(
         bool [num_layers, num_q_heads], True for the dense q_heads.
     """
     if config is None:
-        raise ValueError(
-            "attach() needs a head config: a HeadConfig, or a folder saved with HeadConfig.save_pretrained "
-            "(build one from scores with HeadConfig.from_scores, or measure them with core_attn's RAM tools)"
-        )
-    if isinstance(config, (str, os.PathLike)):
-        config = HeadConfig.from_pretrained(config)
+        from ..heads.registry import head_config_for_model
+
+        config = head_config_for_model(model)  # the published ranking for model's name, or a ValueError
+    elif isinstance(config, (str, os.PathLike)):
+        config = HeadConfig.from_pretrained(config)  # local folder, else Hub repo id
     if not isinstance(config, HeadConfig):
-        raise TypeError(f"config must be a HeadConfig or a folder path, got {type(config).__name__}")
+        raise TypeError(
+            f"config must be a HeadConfig, a folder path or a Hub repo id, got {type(config).__name__}"
+        )
     if decode not in DECODE_MODES:
         raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
     from ..ops.dispatch import BACKENDS
