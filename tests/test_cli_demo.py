@@ -12,6 +12,7 @@ def test_demo_runs_and_dense_is_exact(capsys):
     assert exact and float(exact.group(1)) == 0.0
     assert re.search(r"attach\(dense=0.25, sink=4, window=16\): 4/16 heads dense", out)
     assert out.count("\n    L") == 4  # one map line per layer
+    assert "recovered exactly: True" in out  # RAM finds the planted retrieval heads
 
 
 def test_bare_command_is_the_demo(capsys):

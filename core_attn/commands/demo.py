@@ -44,20 +44,35 @@ def run(args: argparse.Namespace) -> int:
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(args.seed)
     print(f"core-attn {core_attn.__version__} demo: tiny random-weight {args.family} model, CPU, offline\n")
-    with tempfile.TemporaryDirectory() as tmp:
-        model = tiny_models.build_tiny_model(args.family, seed=args.seed, save_dir=tmp, attn_implementation="sdpa")
-        hybrid = AutoModelForImageTextToText.from_pretrained(tmp, attn_implementation="core_hybrid").eval()
+    model = tiny_models.build_tiny_model(args.family, seed=args.seed, attn_implementation="sdpa")
     layers, hq, hkv = core_attn.hf.model_head_shape(model)
-    sample = tiny_models.make_inputs(args.family, model.config, batch_size=1, text_len=48, seed=args.seed)
+    planted = _plant(model, layers, hq)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        hybrid = AutoModelForImageTextToText.from_pretrained(tmp, attn_implementation="core_hybrid").eval()
+    sample = tiny_models.make_inputs(args.family, model.config, batch_size=1, text_len=48, seed=args.seed, model=model)
     inputs = sample.model_inputs
-    tq = int(inputs["input_ids"].shape[1])
+    # The evidence: two tokens right after the image, past the sinks and far outside the window
+    # of the last question tokens; the question follows them.
     start, end = sample.image_token_spans[0]
+    e0, (q0, q1) = end + 1, sample.question_spans[0]
+    inputs["input_ids"][0, e0 : e0 + 2] = planted.target_token_id
+    q0 = e0 + 2
+    tq = int(inputs["input_ids"].shape[1])
     print(f"model   : {layers} layers x {hq} q_heads ({hkv} kv_heads), vision tower on sdpa")
-    print(f"input   : {tq} tokens, image tokens {start}..{end - 1} ({end - start}), question after the image\n")
+    print(f"input   : {tq} tokens: image {start}..{end - 1}, evidence {e0}..{e0 + 1}, question {q0}..{q1 - 1}\n")
 
-    config, how = _head_config(model, sample, args)
-    print(f"1. head ranking ({how})")
-    print(f"   top heads: {', '.join(config.top_heads(min(6, config.num_heads_total)))}\n")
+    from core_attn.analysis import measure_ram
+
+    ram = measure_ram(model, inputs, torch.arange(q0, q1), planted.target_index(inputs["input_ids"])).ram
+    config = core_attn.HeadConfig.from_scores(ram, num_kv_heads=hkv, model_id=f"tiny-{args.family}")
+    found = config.top_heads(len(planted.labels))
+    print("1. Retrieval Attention Mass (RAM) of every head, query = question tokens, target = evidence tokens")
+    print(f"   planted retrieval heads : {', '.join(sorted(planted.labels))}")
+    top = config.ranking()[: len(found)]
+    print(f"   RAM top {len(found)}              : "
+          + ", ".join(f"{core_attn.head_label(int(l), int(h))} ({float(ram[l, h]):.2f})" for l, h in top))
+    print(f"   recovered exactly: {sorted(found) == sorted(planted.labels)}\n")
 
     mask = core_attn.attach(hybrid, config, dense=args.dense, sink_size=args.sink, window_size=args.window)
     n_dense = int(mask.sum())
@@ -65,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
           f"{n_dense}/{mask.numel()} heads dense, the rest streaming")
     print("\n".join(_layer_map(mask)) + "\n")
 
+    reversed_config = core_attn.HeadConfig.from_scores(-ram, num_kv_heads=hkv)
     with torch.no_grad():
         t0 = time.perf_counter()
         ref = model(**inputs).logits[0, -1].float()
@@ -74,14 +90,18 @@ def run(args: argparse.Namespace) -> int:
         t_hyb = time.perf_counter() - t0
         core_attn.attach(hybrid, config, dense=1.0)
         exact = hybrid(**inputs).logits[0, -1].float()
+        core_attn.attach(hybrid, reversed_config, dense=args.dense, sink_size=args.sink, window_size=args.window)
+        wrong = hybrid(**inputs).logits[0, -1].float()
         core_attn.attach(hybrid, config, dense=args.dense, sink_size=args.sink, window_size=args.window)
     full = tq * (tq + 1) // 2
     attended = n_dense * full + (mask.numel() - n_dense) * _pairs(tq, args.sink, args.window)
     print("3. prefill, last-token logits against sdpa")
-    print(f"   all heads dense     : max |diff| = {(exact - ref).abs().max().item():.2e} (must be exact)")
-    print(f"   hybrid              : max |diff| = {(hyb - ref).abs().max().item():.2e}, "
+    print(f"   all heads dense            : max |diff| = {(exact - ref).abs().max().item():.2e} (must be exact)")
+    print(f"   hybrid, RAM ranking        : max |diff| = {(hyb - ref).abs().max().item():.2e}, "
           f"same next token: {bool(hyb.argmax() == ref.argmax())}")
-    print(f"   attended (q, k) pairs: {attended / (full * mask.numel()):.1%} of full causal attention")
+    print(f"   hybrid, reversed ranking   : max |diff| = {(wrong - ref).abs().max().item():.2e}, "
+          f"same next token: {bool(wrong.argmax() == ref.argmax())} (retrieval heads streamed)")
+    print(f"   attended (q, k) pairs      : {attended / (full * mask.numel()):.1%} of full causal attention")
     print(f"   time (tiny model, not a benchmark): sdpa {t_ref * 1e3:.1f} ms, hybrid {t_hyb * 1e3:.1f} ms\n")
 
     gen = dict(max_new_tokens=args.new_tokens, do_sample=False)
@@ -95,14 +115,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _head_config(model, sample, args):
-    """Measure RAM on a model with planted retrieval heads when the analysis tools are present."""
-    import torch
+def _plant(model, layers: int, hq: int):
+    """Plant three retrieval heads past the first layer (see core_attn.analysis.planted)."""
+    from core_attn.analysis import plant_retrieval_heads
 
-    import core_attn
-
-    layers, hq, hkv = core_attn.hf.model_head_shape(model)
-    g = torch.Generator().manual_seed(args.seed)
-    scores = torch.rand(layers, hq, generator=g)
-    cfg = core_attn.HeadConfig.from_scores(scores, num_kv_heads=hkv, model_id=f"tiny-{args.family}")
-    return cfg, "random scores: the analysis tools are not installed"
+    labels = [f"L{1 + i % (layers - 1)}H{(3 * i + 1) % hq}" for i in range(3)]
+    return plant_retrieval_heads(model, labels, target_token_id=470)
