@@ -33,8 +33,15 @@ from .probe import (
 from .probe import probe as ram_probe  # not re-exported as "probe": that name stays the submodule
 from .probe import register as register_probe
 
-# ==== token mapping, datasets, plots (tokens.py, data.py, plots.py): imports go here =========
-# ==== end ===================================================================================
+# token mapping and datasets (figures: core_attn.analysis.plots, imported on use: matplotlib)
+from .data import Record, Sample, SampleBuilder, load_records
+from .tokens import (
+    find_marker_spans,
+    internvl_bbox_indices,
+    llava_base_bbox_indices,
+    qwen_bbox_indices,
+    target_indices,
+)
 
 __all__ = [
     # measurement: probe.py, ablation.py, metrics.py, planted.py
@@ -67,6 +74,14 @@ __all__ = [
     "text_attention_modules",
     "top_overlap",
     "vision_scores",
-    # ==== token mapping, datasets, plots: names go here ====
-    # ==== end ====
+    # token mapping, datasets: tokens.py, data.py
+    "Record",
+    "Sample",
+    "SampleBuilder",
+    "find_marker_spans",
+    "internvl_bbox_indices",
+    "llava_base_bbox_indices",
+    "load_records",
+    "qwen_bbox_indices",
+    "target_indices",
 ]
