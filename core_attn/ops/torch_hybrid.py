@@ -44,10 +44,12 @@ def _attention_lse(q, k, v, scale, *, is_causal=False, mask=None):
 
 
 def _merge(o1, l1, o2, l2):
-    """Combine two attentions of the same rows over disjoint key sets, given their log-sum-exps."""
-    m = torch.maximum(l1, l2)
-    w1, w2 = torch.exp(l1 - m).unsqueeze(-1), torch.exp(l2 - m).unsqueeze(-1)
-    return ((o1.float() * w1 + o2.float() * w2) / (w1 + w2)).to(o1.dtype)
+    """Combine two attentions of the same rows over disjoint key sets, given their log-sum-exps.
+
+    The weight of o2 is exp(l2) / (exp(l1) + exp(l2)) = sigmoid(l2 - l1): one lerp pass.
+    """
+    weight = torch.sigmoid(l2 - l1).unsqueeze(-1)
+    return torch.lerp(o1.float(), o2.float(), weight).to(o1.dtype)
 
 
 def _where_rows(out: torch.Tensor, row_has_key: torch.Tensor) -> torch.Tensor:
@@ -222,8 +224,10 @@ def _steady_rows(
         if gs not in masks:
             masks[gs] = band_mask.repeat(gs, 1)  # rows ordered (q_head, row in chunk)
         idx = torch.tensor(heads, device=query.device)
+        contiguous = heads == list(range(heads[0], heads[0] + gs))
+        q_s = query[:, heads[0] : heads[0] + gs, r0:r1] if contiguous else query[:, idx, r0:r1]
         # [B, Gs, nb * C, D] -> [B, nb, Gs * C, D]: the q_heads of one kv_head fold into rows.
-        q_c = query[:, idx, r0:r1].view(b, gs, n_chunks, chunk, d).transpose(1, 2).reshape(b, n_chunks, gs * chunk, d)
+        q_c = q_s.reshape(b, gs, n_chunks, chunk, d).transpose(1, 2).reshape(b, n_chunks, gs * chunk, d)
         span = slice(k_lo, k_lo + (n_chunks - 1) * chunk + band)
         k_b = key[:, g, span].unfold(1, band, chunk).transpose(-1, -2)  # [B, nb, band, D], a view
         v_b = value[:, g, span].unfold(1, band, chunk).transpose(-1, -2)
@@ -233,7 +237,11 @@ def _steady_rows(
                 q_c.view(b, 1, -1, d), key[:, g : g + 1, :sink_size], value[:, g : g + 1, :sink_size], scale
             )
             o = _merge(o, lse, o_s.view_as(o), lse_s.view_as(lse))
-        out[:, idx, r0:r1] = o.view(b, n_chunks, gs, chunk, d).transpose(1, 2).reshape(b, gs, n_chunks * chunk, d)
+        o = o.view(b, n_chunks, gs, chunk, d).transpose(1, 2)
+        if contiguous:  # a slice of out: one strided copy, no index_put
+            out[:, heads[0] : heads[0] + gs, r0:r1].view(b, gs, n_chunks, chunk, d).copy_(o)
+        else:
+            out[:, idx, r0:r1] = o.reshape(b, gs, n_chunks * chunk, d)
 
 
 def _streaming_part(

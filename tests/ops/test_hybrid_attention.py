@@ -203,14 +203,22 @@ def test_bad_inputs_raise(case):
         )
 
 
+LONG_PATTERNS = {
+    # one dense q_head: the row-blocked dense path; streaming heads contiguous per kv_head
+    "one_dense": [True, False, False, False, False, False, False, False],
+    # streaming q_heads 0, 2 of kv_head 0 are not contiguous: the gathered (index_put) path
+    "scattered": [False, True, False, True, True, True, False, True],
+}
+
+
+@pytest.mark.parametrize("pattern", list(LONG_PATTERNS), ids=list(LONG_PATTERNS))
 @pytest.mark.parametrize("fast", [True, False], ids=["cpu_lse_path", "generic_path"])
 @pytest.mark.parametrize("sink", [0, 5])
-def test_long_sequence_paths(monkeypatch, fast, sink):
+def test_long_sequence_paths(monkeypatch, fast, sink, pattern):
     """T above the thresholds of the row-blocked dense path and the batched steady streaming path."""
     from core_attn.ops import torch_hybrid
 
     if not fast:
         monkeypatch.setattr(torch_hybrid, "_CPU_FLASH_LSE", None)
-    q, k, v = make(1, 4, 2, 1100, 1100, 16, torch.float32)
-    dh = torch.tensor([True, False, False, False])  # one dense q_head: the row-blocked path
-    check(q, k, v, dh, sink, 70)
+    q, k, v = make(1, 8, 2, 1100, 1100, 16, torch.float32)
+    check(q, k, v, torch.tensor(LONG_PATTERNS[pattern]), sink, 70)
