@@ -25,8 +25,8 @@ DEFAULT_CHUNK_SIZE = 64
 # kv_head, so C does not change the number of calls.
 STEADY_CHUNK = 64
 # A causal SDPA call splits its rows statically over threads, so with few (batch, q_head)
-# pairs one thread gets the long rows; cutting rows into blocks evens the work out.
-_DENSE_BLOCKS = 8
+# pairs one thread gets the long rows (with 2 threads, 3/4 of the work); cutting rows into
+# blocks evens the work out (see _dense_causal_blocks).
 _DENSE_MIN_ROWS = 1024
 
 # The fused CPU SDPA kernel also returns each row's log-sum-exp, which lets two partial
@@ -108,22 +108,41 @@ def _dense_part(
 
 
 def _dense_causal_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Causal attention (Tq == Tk) in row blocks: a full rectangle of earlier keys plus a causal square.
+    """Causal attention (Tq == Tk) with the work split evenly over threads.
 
-    q, k, v: [B, n, T, D] -> [B, n, T, D]. Each rectangle call has equal-length rows, so the
-    threads share it evenly.
+    q: [B, n, T, D]; k, v: [B, n, T, D] (may be expanded views) -> [B, n, T, D].
+
+    The rows split into ``nb`` equal blocks (after ``T % nb`` leading rows done on their own).
+    All blocks' causal diagonal squares go into ONE call, stacked along the head dimension, so
+    a thread gets whole squares; then each block's rectangle of earlier keys, whose rows are
+    all the same length, in one call per block; the two merge through their log-sum-exps.
     """
-    t = q.shape[2]
+    b, n, t, d = q.shape
+    nb = _dense_blocks(t)
     out = torch.empty_like(q)
-    step = -(-t // _DENSE_BLOCKS)
-    for r0 in range(0, t, step):
-        r1 = min(t, r0 + step)
-        o, lse = _attention_lse(q[:, :, r0:r1], k[:, :, r0:r1], v[:, :, r0:r1], scale, is_causal=True)
+    r = t % nb  # leading rows, fewer than nb
+    size = (t - r) // nb
+    if r:
+        out[:, :, :r] = _attention_lse(q[:, :, :r], k[:, :, :r], v[:, :, :r], scale, is_causal=True)[0]
+
+    def blocks(x):  # [B, n, T, D] -> [B, n * nb, size, D], ordered (head, block)
+        return x[:, :, r:].reshape(b, n * nb, size, d)
+
+    o, lse = _attention_lse(blocks(q), blocks(k), blocks(v), scale, is_causal=True)
+    o, lse = o.view(b, n, nb, size, d), lse.view(b, n, nb, size)
+    for i in range(nb):
+        r0 = r + i * size
         if r0 > 0:
-            o_rect, lse_rect = _attention_lse(q[:, :, r0:r1], k[:, :, :r0], v[:, :, :r0], scale)
-            o = _merge(o, lse, o_rect, lse_rect)
-        out[:, :, r0:r1] = o
+            o_rect, lse_rect = _attention_lse(q[:, :, r0 : r0 + size], k[:, :, :r0], v[:, :, :r0], scale)
+            out[:, :, r0 : r0 + size] = _merge(o[:, :, i], lse[:, :, i], o_rect, lse_rect)
+        else:
+            out[:, :, r0 : r0 + size] = o[:, :, i]
     return out
+
+
+def _dense_blocks(t: int) -> int:
+    """Blocks for :func:`_dense_causal_blocks`: one per thread (at least 2), none shorter than 256 rows."""
+    return max(2, min(torch.get_num_threads(), t // 256))
 
 
 def _streaming_groups(dense_heads: torch.Tensor, hkv: int, group: int) -> list[tuple[list[int], list[int]]]:

@@ -222,3 +222,19 @@ def test_long_sequence_paths(monkeypatch, fast, sink, pattern):
         monkeypatch.setattr(torch_hybrid, "_CPU_FLASH_LSE", None)
     q, k, v = make(1, 8, 2, 1100, 1100, 16, torch.float32)
     check(q, k, v, torch.tensor(LONG_PATTERNS[pattern]), sink, 70)
+
+
+@pytest.mark.parametrize("t", [513, 1024, 1031])
+@pytest.mark.parametrize("nb", [2, 3, 8])
+def test_dense_causal_blocks_equal_causal_sdpa(monkeypatch, t, nb):
+    """The thread-balanced dense path: stacked diagonal squares plus per-block rectangles, any T % nb."""
+    from core_attn.ops import torch_hybrid
+
+    if not torch_hybrid._lse_fast_path(torch.empty(0)):
+        pytest.skip("needs torch's CPU flash-attention op with log-sum-exp")
+    monkeypatch.setattr(torch_hybrid, "_dense_blocks", lambda _t: nb)
+    q, k, v = make(2, 3, 3, t, t, 16, torch.float32)
+    k, v = k[:, :1].expand_as(q), v[:, :1].expand_as(q)  # as the dense path passes a GQA group
+    out = torch_hybrid._dense_causal_blocks(q, k, v, 0.25)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.25)
+    torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-4)
