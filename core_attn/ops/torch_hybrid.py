@@ -43,13 +43,17 @@ def _attention_lse(q, k, v, scale, *, is_causal=False, mask=None):
     return _CPU_FLASH_LSE(q, k, v, 0.0, is_causal, attn_mask=mask, scale=scale)
 
 
-def _merge(o1, l1, o2, l2):
+def _merge(o1, l1, o2, l2, out=None):
     """Combine two attentions of the same rows over disjoint key sets, given their log-sum-exps.
 
-    The weight of o2 is exp(l2) / (exp(l1) + exp(l2)) = sigmoid(l2 - l1): one lerp pass.
+    The weight of o2 is exp(l2) / (exp(l1) + exp(l2)) = sigmoid(l2 - l1): one lerp pass,
+    written straight into ``out`` (any strides, e.g. a slice of the op's output) when given.
     """
     weight = torch.sigmoid(l2 - l1).unsqueeze(-1)
-    return torch.lerp(o1.float(), o2.float(), weight).to(o1.dtype)
+    if out is not None and o1.dtype == torch.float32 and o2.dtype == torch.float32:
+        return torch.lerp(o1, o2, weight, out=out)
+    merged = torch.lerp(o1.float(), o2.float(), weight).to(o1.dtype)
+    return merged if out is None else out.copy_(merged)
 
 
 def _where_rows(out: torch.Tensor, row_has_key: torch.Tensor) -> torch.Tensor:
@@ -134,7 +138,7 @@ def _dense_causal_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scal
         r0 = r + i * size
         if r0 > 0:
             o_rect, lse_rect = _attention_lse(q[:, :, r0 : r0 + size], k[:, :, :r0], v[:, :, :r0], scale)
-            out[:, :, r0 : r0 + size] = _merge(o[:, :, i], lse[:, :, i], o_rect, lse_rect)
+            _merge(o[:, :, i], lse[:, :, i], o_rect, lse_rect, out=out[:, :, r0 : r0 + size])
         else:
             out[:, :, r0 : r0 + size] = o[:, :, i]
     return out
@@ -251,16 +255,28 @@ def _steady_rows(
         k_b = key[:, g, span].unfold(1, band, chunk).transpose(-1, -2)  # [B, nb, band, D], a view
         v_b = value[:, g, span].unfold(1, band, chunk).transpose(-1, -2)
         o, lse = _attention_lse(q_c, k_b, v_b, scale, mask=masks[gs])
+        # o is [B, nb, Gs * C, D]; target is out's slice seen as [B, nb, Gs, C, D] (a strided view).
+        if contiguous:
+            target = out[:, heads[0] : heads[0] + gs, r0:r1].view(b, gs, n_chunks, chunk, d).transpose(1, 2)
         if sink_size:
             o_s, lse_s = _attention_lse(
                 q_c.view(b, 1, -1, d), key[:, g : g + 1, :sink_size], value[:, g : g + 1, :sink_size], scale
             )
+            if contiguous:  # merge straight into out: no intermediate, no extra copy
+                _merge(
+                    o.view(b, n_chunks, gs, chunk, d),
+                    lse.view(b, n_chunks, gs, chunk),
+                    o_s.view(b, n_chunks, gs, chunk, d),
+                    lse_s.view(b, n_chunks, gs, chunk),
+                    out=target,
+                )
+                continue
             o = _merge(o, lse, o_s.view_as(o), lse_s.view_as(lse))
-        o = o.view(b, n_chunks, gs, chunk, d).transpose(1, 2)
+        o = o.view(b, n_chunks, gs, chunk, d)
         if contiguous:  # a slice of out: one strided copy, no index_put
-            out[:, heads[0] : heads[0] + gs, r0:r1].view(b, gs, n_chunks, chunk, d).copy_(o)
+            target.copy_(o)
         else:
-            out[:, idx, r0:r1] = o.reshape(b, gs, n_chunks * chunk, d)
+            out[:, idx, r0:r1] = o.transpose(1, 2).reshape(b, gs, n_chunks * chunk, d)
 
 
 def _streaming_part(
@@ -280,19 +296,12 @@ def _streaming_part(
     hkv, tk = key.shape[1], key.shape[2]
     if bool(dense_heads.all()):
         return
+    # (S kv_heads, Gs streaming q_heads each, q_heads [S * Gs], kv_heads [S] or None for all)
     groups = []
     for kv_heads, q_heads in _streaming_groups(dense_heads, hkv, hq // hkv):
-        kv_idx = torch.tensor(kv_heads, device=key.device)
         whole = kv_heads == list(range(hkv))
-        groups.append(
-            (
-                len(kv_heads),
-                len(q_heads) // len(kv_heads),
-                torch.tensor(q_heads, device=query.device),
-                key if whole else key.index_select(1, kv_idx),
-                value if whole else value.index_select(1, kv_idx),
-            )
-        )
+        kv_idx = None if whole else torch.tensor(kv_heads, device=key.device)
+        groups.append((len(kv_heads), len(q_heads) // len(kv_heads), torch.tensor(q_heads, device=query.device), kv_idx))
     spans = [(r0, min(tq, r0 + chunk_size)) for r0 in range(0, tq, chunk_size)]
     if attention_mask is None and window_size >= 1 and _lse_fast_path(query):
         # Rows whose window starts at or past the sinks all share one pattern: batch them.
@@ -304,6 +313,11 @@ def _streaming_part(
             )
             r_end = r_start + n_chunks * STEADY_CHUNK
             spans = [(r0, min(r_start, r0 + chunk_size)) for r0 in range(0, r_start, chunk_size)]
+            if tq == tk and r_start > 0:
+                # Row p < sink + window - 1 sees [0, sink) and [p - window + 1, p], i.e. all of [0, p]:
+                # the head rows are plain causal attention.
+                _causal_head_rows(query, key, value, out, groups, scale, r_start)
+                spans = []
             spans += [(r_end, tq)] if r_end < tq else []
     # Without a padding mask every row sees its own key whenever window_size >= 1.
     may_be_empty = attention_mask is not None or window_size == 0
@@ -317,15 +331,18 @@ def _streaming_part(
             add = _additive(allowed, query.dtype).view(allowed.shape[0], 1, c, -1)
         kc = cols.numel()
         if kc == 0:
-            for _, _, q_heads, _, _ in groups:
+            for _, _, q_heads, _ in groups:
                 out[:, q_heads, r0:r1] = 0
             continue
         first, last = int(cols[0]), int(cols[-1])
-        for s, gs, q_heads, k_s, v_s in groups:
-            if last - first + 1 == kc:  # one contiguous slice: a view, no gather
-                k_c, v_c = k_s[:, :, first : last + 1], v_s[:, :, first : last + 1]
-            else:
-                k_c, v_c = k_s.index_select(2, cols), v_s.index_select(2, cols)
+        if last - first + 1 == kc:  # one contiguous slice: a view, no gather
+            k_all, v_all = key[:, :, first : last + 1], value[:, :, first : last + 1]
+        else:
+            k_all, v_all = key.index_select(2, cols), value.index_select(2, cols)
+        for s, gs, q_heads, kv_idx in groups:
+            # Only this chunk's keys are gathered per group, never the whole K/V.
+            k_c = k_all if kv_idx is None else k_all.index_select(1, kv_idx)
+            v_c = v_all if kv_idx is None else v_all.index_select(1, kv_idx)
             # Fold the Gs q_heads of one kv_head into rows: [B, S, Gs * C, D] vs [B, S, Kc, D].
             q_c = query[:, q_heads, r0:r1].reshape(b, s, gs * c, d)
             mask = add.repeat(1, 1, gs, 1)
@@ -333,6 +350,21 @@ def _streaming_part(
             if may_be_empty:
                 o = _where_rows(o, torch.isfinite(mask).any(dim=-1, keepdim=True))
             out[:, q_heads, r0:r1] = o.view(b, s * gs, c, d)
+
+
+def _causal_head_rows(query, key, value, out, groups, scale: float, rows: int) -> None:
+    """Rows [0, rows) of every streaming q_head as causal attention over keys [0, rows) (Tq == Tk).
+
+    One SDPA call per group on 4-d [B, S * Gs, rows, D] tensors (a 5-d call would leave the
+    fused kernel); K/V of these rows (rows < sink + window) are copied once per q_head.
+    """
+    b, _, _, d = query.shape
+    for s, gs, q_heads, kv_idx in groups:
+        k = key[:, :, :rows] if kv_idx is None else key[:, :, :rows].index_select(1, kv_idx)
+        v = value[:, :, :rows] if kv_idx is None else value[:, :, :rows].index_select(1, kv_idx)
+        k = k.unsqueeze(2).expand(b, s, gs, rows, d).reshape(b, s * gs, rows, d)
+        v = v.unsqueeze(2).expand(b, s, gs, rows, d).reshape(b, s * gs, rows, d)
+        out[:, q_heads, :rows] = F.scaled_dot_product_attention(query[:, q_heads, :rows], k, v, is_causal=True, scale=scale)
 
 
 def torch_hybrid_attention(
