@@ -15,6 +15,7 @@ import json
 import pathlib
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -121,6 +122,14 @@ def plot(rows: list[dict], out: pathlib.Path, title: str | None = None) -> pathl
                 ax.plot(*zip(*ok), marker="o", color=colors[name], label=name)
         ax.set(xscale="log", xlabel="context length T (tokens)", ylabel="GiB", title="peak memory")
         ax.legend(fontsize=8)
+
+    lengths = sorted({r["config"]["seq_len"] for r in rows})
+    for ax in fig.axes:  # ticks at the measured lengths, as 4k / 16k / 128k
+        ax.set_xticks(lengths, [f"{t // 1024}k" if t % 1024 == 0 else str(t) for t in lengths])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        if ax.get_yscale() == "log":  # plain numbers (2, 3, 5, 10) instead of 2x10^0
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
 
     newest = rows[-1]
     dirty = "+changes" if newest.get("git_dirty") else ""
