@@ -1,0 +1,207 @@
+"""The sparsity and ablation settings an lmms-eval model takes, and applying them to a loaded model.
+
+Pure core-attn: nothing here imports lmms-eval, so the settings are testable (and usable from
+other harnesses) without it. lmms-eval hands ``--model_args`` over as parsed by its
+``simple_parse_args_string``: numbers arrive as int / float, ``True`` / ``False`` as bool and
+everything else, ``None`` included, as a string; :meth:`CoreSettings.from_model_args` normalises
+that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..analysis.ablation import STRATEGIES, ablate_heads, select_heads
+from ..heads import HeadConfig
+from ..hf.attach import attach, model_head_shape, text_config_of
+
+# model_args that are ours; everything else goes to lmms-eval's own model class.
+SETTING_NAMES = ("head_config", "dense", "sink", "window", "ablate", "ablate_k", "seed", "decode", "backend")
+
+
+def _none(value):
+    return None if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")) else value
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """What core-attn does to the model of one lmms-eval run.
+
+    head_config: a HeadConfig folder, a Hub repo id, or None (core-attn's index of published
+        rankings, looked up by the checkpoint name).
+    dense: fraction in (0, 1] of all heads kept dense, or an int head count. 1.0 (the dense
+        baseline) leaves the model on sdpa and needs no head config.
+    sink, window: streaming parameters; None takes the head config's.
+    ablate: None, "top", "bottom" or "random": silence ``ablate_k`` heads of that ranking
+        (on the model's own attention; combined with dense < 1 it ablates under hybrid prefill).
+    seed: seed of ``ablate="random"``.
+    """
+
+    head_config: str | None = None
+    dense: float | int = 1.0
+    sink: int | None = None
+    window: int | None = None
+    ablate: str | None = None
+    ablate_k: int = 0
+    seed: int = 0
+    decode: str = "dense"
+    backend: str = "auto"
+
+    def __post_init__(self):
+        dense = self.dense
+        if isinstance(dense, bool) or not isinstance(dense, (int, float)):
+            raise ValueError(f"dense must be a fraction in (0, 1] or a head count, got {dense!r}")
+        if isinstance(dense, float) and not 0.0 < dense <= 1.0:
+            raise ValueError(f"dense as a fraction must lie in (0, 1], got {dense!r}")
+        if isinstance(dense, int) and dense < 1:
+            raise ValueError(f"dense as a head count must be >= 1, got {dense!r}")
+        for name in ("sink", "window"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
+        if self.ablate is not None and self.ablate not in STRATEGIES:
+            raise ValueError(f"ablate must be one of {STRATEGIES} or None, got {self.ablate!r}")
+        if isinstance(self.ablate_k, bool) or not isinstance(self.ablate_k, int) or self.ablate_k < 0:
+            raise ValueError(f"ablate_k must be a non-negative int, got {self.ablate_k!r}")
+        if self.ablate is not None and self.ablate_k == 0:
+            raise ValueError(f"ablate={self.ablate!r} needs ablate_k >= 1 heads to silence")
+        if self.ablate is None and self.ablate_k:
+            raise ValueError(f"ablate_k={self.ablate_k} needs ablate=top|bottom|random")
+
+    @classmethod
+    def from_model_args(cls, args: dict) -> tuple[CoreSettings, dict]:
+        """Split parsed model_args into (our settings, the rest for the harness's model class)."""
+        ours = {k: _none(args[k]) for k in SETTING_NAMES if k in args}
+        rest = {k: v for k, v in args.items() if k not in SETTING_NAMES}
+        if "dense" in ours and ours["dense"] is None:
+            ours.pop("dense")
+        if "ablate_k" in ours and ours["ablate_k"] is None:
+            ours.pop("ablate_k")
+        if isinstance(ours.get("dense"), float) and ours["dense"] == 1.0:
+            ours["dense"] = 1.0
+        if isinstance(ours.get("ablate"), str):
+            ours["ablate"] = ours["ablate"].lower()
+        if ours.get("head_config") is not None:
+            ours["head_config"] = str(ours["head_config"])
+        return cls(**ours), rest
+
+    @property
+    def is_dense_baseline(self) -> bool:
+        return isinstance(self.dense, float) and self.dense == 1.0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _load_head_config(settings: CoreSettings, model) -> HeadConfig:
+    if settings.head_config is None:
+        from ..heads.registry import head_config_for_model
+
+        return head_config_for_model(model)
+    return HeadConfig.from_pretrained(settings.head_config)
+
+
+def configure(model, settings: CoreSettings) -> tuple[dict, contextlib.ExitStack]:
+    """Apply ``settings`` to a loaded transformers model, in place.
+
+    dense < 1 attaches the head config (core_hybrid prefill); ablation installs hooks that stay
+    until the returned ExitStack is closed. Returns (a summary for logs and result files: the
+    settings, dense / ablated head labels; the ExitStack).
+    """
+    stack = contextlib.ExitStack()
+    summary = {"settings": settings.as_dict(), "dense_heads": None, "ablated_heads": None}
+    needs_config = not settings.is_dense_baseline or settings.ablate is not None
+    config = _load_head_config(settings, model) if needs_config else None
+    if not settings.is_dense_baseline:
+        mask = attach(
+            model,
+            config,
+            dense=settings.dense,
+            sink_size=settings.sink,
+            window_size=settings.window,
+            decode=settings.decode,
+            backend=settings.backend,
+        )
+        summary["dense_heads"] = _labels(mask)
+    if settings.ablate is not None:
+        heads = select_heads(config, settings.ablate, settings.ablate_k, seed=settings.seed)
+        mask = stack.enter_context(ablate_heads(model, heads))
+        summary["ablated_heads"] = _labels(mask)
+    return summary, stack
+
+
+def _labels(mask: torch.Tensor) -> list[str]:
+    return [f"L{int(layer)}H{int(head)}" for layer, head in mask.nonzero().tolist()]
+
+
+class PrefillTimer:
+    """Wall time of every prefill (a text-decoder forward over more than one token) of a model.
+
+    Hooks on the text decoder's first and last layers; on CUDA the device is synchronised at
+    both ends so the time is the GPU's. ``times_s`` lists one entry per prefill, ``tokens`` its
+    length.
+    """
+
+    def __init__(self, model):
+        layers = _decoder_layers(model)
+        self.times_s: list[float] = []
+        self.tokens: list[int] = []
+        self._start: float | None = None
+        self._handles = [
+            layers[0].register_forward_pre_hook(self._begin, with_kwargs=True),
+            layers[-1].register_forward_hook(self._end, with_kwargs=True),
+        ]
+
+    @staticmethod
+    def _length(args, kwargs) -> int:
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        return int(hidden.shape[-2]) if isinstance(hidden, torch.Tensor) and hidden.dim() >= 2 else 0
+
+    def _begin(self, module, args, kwargs):
+        n = self._length(args, kwargs)
+        if n > 1:
+            _sync(args, kwargs)
+            self._start = time.perf_counter()
+            self.tokens.append(n)
+
+    def _end(self, module, args, kwargs, output):
+        if self._start is not None:
+            _sync(args, kwargs)
+            self.times_s.append(time.perf_counter() - self._start)
+            self._start = None
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def summary(self) -> dict:
+        n = len(self.times_s)
+        return {
+            "prefills": n,
+            "prefill_mean_s": sum(self.times_s) / n if n else None,
+            "prefill_total_s": sum(self.times_s),
+            "prefill_mean_tokens": sum(self.tokens[:n]) / n if n else None,
+        }
+
+
+def _sync(args, kwargs) -> None:
+    hidden = args[0] if args else kwargs.get("hidden_states")
+    if isinstance(hidden, torch.Tensor) and hidden.is_cuda:
+        torch.cuda.synchronize(hidden.device)
+
+
+def _decoder_layers(model):
+    """The text decoder's layer list (a ModuleList), found through the text config's layer count."""
+    num_layers = model_head_shape(model)[0]
+    text_config = text_config_of(model)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers and "visual" not in name and "vision" not in name:
+            if any(hasattr(m, "self_attn") for m in module):
+                return module
+    raise ValueError(f"no text decoder layer list of {num_layers} layers in {type(model).__name__} ({text_config.model_type})")
