@@ -31,7 +31,15 @@ def register(sub) -> None:
     p.add_argument("--output", default="sweep", help="output folder (default: %(default)s)")
     p.set_defaults(func=_sweep)
 
-    t = sub.add_parser("lmms-tasks", help="print the folder to pass to lmms-eval as --include_path")
+    t = sub.add_parser(
+        "lmms-tasks",
+        help="print the folder to pass to lmms-eval as --include_path",
+        description="Without options: prints core-attn's task folder (core_mlvu, core_videomme). With "
+        "--ram DIR: writes the core_ram_<kind> RAM-extraction tasks to DIR over the bundled synthetic "
+        "samples, or over --records KIND=records.jsonl, and prints DIR.",
+    )
+    t.add_argument("--ram", metavar="DIR", help="write the core_ram_<kind> tasks to DIR")
+    t.add_argument("--records", nargs="+", metavar="KIND=PATH", help="records.jsonl per kind (default: bundled samples)")
     t.set_defaults(func=_tasks)
 
 
@@ -59,7 +67,19 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _tasks(args: argparse.Namespace) -> int:
-    from ..lmms.tasks import tasks_path
+    from ..lmms.tasks import ram_tasks, tasks_path
 
-    print(tasks_path())
+    if args.ram is None:
+        if args.records:
+            raise SystemExit("--records needs --ram DIR")
+        print(tasks_path())
+        return 0
+    records = None
+    if args.records:
+        pairs = [item.partition("=") for item in args.records]
+        bad = [k for k, sep, v in pairs if not sep or not v]
+        if bad:
+            raise SystemExit(f"--records takes KIND=PATH items, got {bad}")
+        records = {k: v for k, _, v in pairs}
+    print(ram_tasks(args.ram, records))
     return 0

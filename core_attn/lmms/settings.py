@@ -21,7 +21,7 @@ from ..heads import HeadConfig
 from ..hf.attach import attach, model_head_shape, text_config_of
 
 # model_args that are ours; everything else goes to lmms-eval's own model class.
-SETTING_NAMES = ("head_config", "dense", "sink", "window", "ablate", "ablate_k", "seed", "decode", "backend")
+SETTING_NAMES = ("head_config", "dense", "sink", "window", "ablate", "ablate_k", "seed", "decode", "backend", "ram_output")
 
 
 def _none(value):
@@ -40,6 +40,7 @@ class CoreSettings:
     ablate: None, "top", "bottom" or "random": silence ``ablate_k`` heads of that ranking
         (on the model's own attention; combined with dense < 1 it ablates under hybrid prefill).
     seed: seed of ``ablate="random"``.
+    ram_output: folder the core_ram_* tasks write their HeadConfigs to (``<ram_output>/<kind>``).
     """
 
     head_config: str | None = None
@@ -51,6 +52,7 @@ class CoreSettings:
     seed: int = 0
     decode: str = "dense"
     backend: str = "auto"
+    ram_output: str = "core_ram"
 
     def __post_init__(self):
         dense = self.dense

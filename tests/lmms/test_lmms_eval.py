@@ -71,6 +71,7 @@ def tasks_dir(tmp_path_factory):
 
 
 def tiny_model_classes(lmms_base):
+    from core_attn.data.tiny_processor import TinyProcessor
     from core_attn.lmms.models._mixin import CoreAttnModel
     from core_attn.testing.tiny_models import make_inputs
     from transformers import AutoModelForImageTextToText
@@ -82,6 +83,7 @@ def tiny_model_classes(lmms_base):
             super().__init__()
             assert kwargs == {}, f"Unexpected kwargs: {kwargs}"
             self._model = AutoModelForImageTextToText.from_pretrained(pretrained, attn_implementation=attn_implementation).eval()
+            self.processor = TinyProcessor("qwen3_vl", self._model.config)  # encodes RAM records
 
         @property
         def model(self):
@@ -193,3 +195,38 @@ def test_sweep_writes_the_table(lmms, tiny_dir, tasks_dir, tmp_path, monkeypatch
     assert (tmp_path / "out" / "core_mlvu.csv").exists() and (tmp_path / "out" / "core_mlvu.json").exists()
     with pytest.raises(ValueError, match="must not set dense"):
         sweep.run_sweep("core_tiny", "dense=0.5", "core_mlvu", [0.1], include_path=tasks_dir, output=tmp_path / "x")
+
+
+def test_ram_tasks_write_head_configs_equal_to_the_analysis_pipeline(lmms, tiny_dir, tmp_path):
+    """core_ram_<kind> through lmms-eval gives the same mean RAM as ram_over_dataset on the same records."""
+    import core_attn
+    from core_attn.analysis.data import SampleBuilder, load_records
+    from core_attn.lmms.ram import KINDS
+    from core_attn.lmms.tasks import ram_tasks
+
+    evaluator, lmms_base, TaskManager = lmms
+    _, Core = tiny_model_classes(lmms_base)
+    include = ram_tasks(tmp_path / "tasks")
+    out = tmp_path / "ram"
+    model = Core(pretrained=str(tiny_dir / "model"), ram_output=str(out))
+    hf_model = model.model  # lmms-eval drops the wrapper's reference after a run
+    manager = TaskManager(include_path=include, include_defaults=False, model_name="core_tiny")
+    results = evaluator.simple_evaluate(
+        model=model, tasks=[f"core_ram_{k}" for k in KINDS], task_manager=manager, bootstrap_iters=0
+    )
+    builder = SampleBuilder.for_tiny(hf_model.config)
+    for kind in KINDS:
+        saved = core_attn.HeadConfig.from_pretrained(out / kind)
+        records = load_records(tmp_path / "tasks" / "core_ram" / f"{kind}.jsonl", kind)
+        direct = core_attn.ram_over_dataset(hf_model, builder.samples(records), progress=False)
+        torch.testing.assert_close(saved.scores, direct.mean(), rtol=1e-5, atol=1e-6)
+        assert saved.provenance["datasets"] == {kind: len(records)} and saved.metric == "ram"
+        assert core_attn.HeadConfig.from_pretrained(out / f"{kind}-vision").metric == "vision_mass"
+        assert results["results"][f"core_ram_{kind}"]["ram,none"] == pytest.approx(float(direct.mean().max()))
+
+
+def test_ram_task_with_a_generating_model_fails_clearly(lmms):
+    from core_attn.lmms.ram import parse_response
+
+    with pytest.raises(ValueError, match="needs a core_"):
+        parse_response("B")

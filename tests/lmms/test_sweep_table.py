@@ -59,3 +59,24 @@ def test_local_tasks_point_the_template_at_the_records(tmp_path):
         local_tasks(tmp_path / "x", {"mlvu": records})
     with pytest.raises(FileNotFoundError):
         local_tasks(tmp_path / "x", {"core_mlvu": tmp_path / "missing.json"})
+
+
+def test_lmms_tasks_command(tmp_path, capsys):
+    import json
+
+    from core_attn.cli import main
+    from core_attn.lmms.tasks import ram_tasks
+
+    assert main(["lmms-tasks"]) == 0 and capsys.readouterr().out.strip() == str(TASKS_DIR)
+    assert main(["lmms-tasks", "--ram", str(tmp_path / "t")]) == 0
+    folder = tmp_path / "t" / "core_ram"
+    assert sorted(p.name for p in folder.glob("core_ram_*.yaml")) == [
+        "core_ram_mmdocir.yaml", "core_ram_mmlongbench.yaml", "core_ram_refcocog.yaml", "core_ram_vidstg.yaml"
+    ]
+    row = json.loads((folder / "refcocog.jsonl").read_text().splitlines()[0])
+    assert row["image"].startswith("/") and __import__("os").path.exists(row["image"])
+    assert f"test: {folder / 'refcocog.jsonl'}" in (folder / "core_ram_refcocog.yaml").read_text()
+    with pytest.raises(ValueError, match="unknown record kind"):
+        ram_tasks(tmp_path / "u", {"coco": folder / "refcocog.jsonl"})
+    with pytest.raises(SystemExit, match="KIND=PATH"):
+        main(["lmms-tasks", "--ram", str(tmp_path / "v"), "--records", "refcocog"])

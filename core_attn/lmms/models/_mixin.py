@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from loguru import logger as eval_logger
 
+from .. import ram
 from ..settings import CoreSettings, PrefillTimer, configure
 
 
@@ -32,6 +33,41 @@ class CoreAttnModel:
             + (f"({len(dense)} heads dense, sink {settings.sink}, window {settings.window}) " if dense else "(sdpa) ")
             + (f"ablating {self.core_summary['ablated_heads']}" if settings.ablate else "")
         )
+
+    def generate_until(self, requests):
+        """Requests of core_ram_* tasks answer with RAM maps (JSON); all others go to the built-in class."""
+        answers: list = [None] * len(requests)
+        plain = []
+        for i, request in enumerate(requests):
+            doc_id, task, split = request.args[-3:]
+            kind = ram.kind_of_task(task)
+            if kind is None:
+                plain.append(i)
+                continue
+            doc = self.task_dict[task][split][doc_id]
+            answers[i] = ram.ram_response(
+                self.model,
+                self._sample_builder(),
+                doc,
+                kind,
+                model_id=getattr(self.model.config, "_name_or_path", None),
+                output=self.core_settings.ram_output,
+            )
+        if plain:
+            for i, answer in zip(plain, super().generate_until([requests[i] for i in plain])):
+                answers[i] = answer
+        return answers
+
+    def _sample_builder(self):
+        """Encodes RAM records with this model's own processor (the one its generation uses)."""
+        if getattr(self, "_core_builder", None) is None:
+            from ...analysis.data import SampleBuilder, family_of
+
+            processor = getattr(self, "processor", None) or getattr(self, "_image_processor", None)
+            if processor is None:
+                raise ValueError(f"{type(self).__name__} has no processor to encode RAM records with")
+            self._core_builder = SampleBuilder(family_of(self.model.config), self.model.config, processor)
+        return self._core_builder
 
     def core_report(self) -> dict:
         """Settings, dense / ablated heads and prefill timings so far (for result files and sweeps)."""

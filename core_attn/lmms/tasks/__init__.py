@@ -4,7 +4,8 @@
 
 Task and group names all start with ``core_`` (lmms-eval lets built-in names win over
 included ones): ``core_mlvu`` (MLVU dev, one subtask per category) and ``core_videomme``
-(Video-MME, one subtask per task family).
+(Video-MME, one subtask per task family). The RAM tasks ``core_ram_<kind>`` read local records,
+so they live in a folder :func:`ram_tasks` writes (by default over the bundled samples).
 """
 
 from __future__ import annotations
@@ -15,11 +16,53 @@ import shutil
 
 TASKS_DIR = pathlib.Path(__file__).resolve().parent
 TASK_GROUPS = ("core_mlvu", "core_videomme")
+_PATH_FIELDS = ("image", "pages", "frames")
 
 
 def tasks_path() -> str:
-    """The folder to give lmms-eval as ``--include_path``."""
+    """The folder to give lmms-eval as ``--include_path`` (core_mlvu, core_videomme)."""
     return str(TASKS_DIR)
+
+
+def ram_tasks(dest, records: dict[str, str] | None = None) -> str:
+    """Write the ``core_ram_<kind>`` tasks to ``dest`` over records of the analysis schema.
+
+    records: kind ("refcocog", "mmlongbench", "mmdocir", "vidstg") -> records.jsonl whose file
+    paths are relative to its folder; default: the synthetic samples shipped with core-attn.
+    The records are copied with absolute paths. Returns ``dest`` for ``--include_path``.
+    """
+    import json
+
+    from ..ram import KINDS
+
+    if records is None:
+        samples = pathlib.Path(__file__).resolve().parents[2] / "data" / "samples"
+        records = {kind: samples / kind / "records.jsonl" for kind in KINDS}
+    dest = pathlib.Path(dest) / "core_ram"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("utils.py", "_core_ram_template_yaml"):
+        shutil.copy(TASKS_DIR / "core_ram" / name, dest / name)
+    for kind, path in records.items():
+        if kind not in KINDS:
+            raise ValueError(f"unknown record kind {kind!r}; expected one of {KINDS}")
+        path = pathlib.Path(path).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"records file {path} not found")
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for row in rows:
+            for name in _PATH_FIELDS:
+                if isinstance(row.get(name), str):
+                    row[name] = str((path.parent / row[name]).resolve())
+                elif isinstance(row.get(name), list):
+                    row[name] = [str((path.parent / p).resolve()) for p in row[name]]
+        local = dest / f"{kind}.jsonl"
+        local.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (dest / f"core_ram_{kind}.yaml").write_text(
+            "include: _core_ram_template_yaml\n"
+            f"task: core_ram_{kind}\n"
+            f"dataset_kwargs:\n  data_files:\n    test: {local}\n"
+        )
+    return str(dest.parent)
 
 
 def local_tasks(dest, data_files: dict[str, str]) -> str:
