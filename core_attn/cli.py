@@ -11,7 +11,7 @@ COMMAND_MODULES = (
     "core_attn.commands.demo",
     "core_attn.commands.hub",
     "core_attn.commands.analysis",
-    "core_attn.commands.lmms",
+    "core_attn.commands.evaluate",
 )
 
 

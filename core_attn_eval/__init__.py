@@ -1,4 +1,4 @@
-"""core-attn for lmms-eval (optional: ``pip install "core-attn[lmms]"``).
+"""core-attn for lmms-eval (optional: ``pip install "core-attn[eval]"``).
 
 - models ``core_qwen3_vl``, ``core_qwen2_5_vl``, ``core_llava_onevision``, ``core_internvl``
   (entry-point group ``lmms_eval.models``): lmms-eval's own classes plus the model_args

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch.distributed as dist
 
-from ..analysis.probe import RamAccumulator
+from core_attn.analysis.probe import RamAccumulator
 
 
 def merge_across_ranks(accumulator: RamAccumulator, group=None) -> RamAccumulator:

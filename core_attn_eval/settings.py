@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..analysis.ablation import STRATEGIES, ablate_heads, select_heads
-from ..heads import HeadConfig
-from ..hf.attach import attach, model_head_shape, text_config_of
+from core_attn.analysis.ablation import STRATEGIES, ablate_heads, select_heads
+from core_attn.heads import HeadConfig
+from core_attn.hf.attach import attach, model_head_shape, text_config_of
 
 # model_args that are ours; everything else goes to lmms-eval's own model class.
 SETTING_NAMES = ("head_config", "dense", "sink", "window", "ablate", "ablate_k", "seed", "decode", "backend", "ram_output")
@@ -102,7 +102,7 @@ class CoreSettings:
 
 def _load_head_config(settings: CoreSettings, model) -> HeadConfig:
     if settings.head_config is None:
-        from ..heads.registry import head_config_for_model
+        from core_attn.heads.registry import head_config_for_model
 
         return head_config_for_model(model)
     return HeadConfig.from_pretrained(settings.head_config)

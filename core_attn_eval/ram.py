@@ -2,7 +2,7 @@
 
 Data flow, all through lmms-eval's own machinery:
 
-1. the model (any core_* class, through :class:`~core_attn.lmms.models._mixin.CoreAttnModel`)
+1. the model (any core_* class, through :class:`~core_attn_eval.models._mixin.CoreAttnModel`)
    answers a request of a ``core_ram_*`` task not by generating but with the sample's RAM: it
    rebuilds the record from the doc, encodes it with its own processor
    (:class:`core_attn.analysis.data.SampleBuilder`), runs one probed forward pass
@@ -37,9 +37,9 @@ def kind_of_task(task: str) -> str | None:
 
 def ram_response(model, builder, doc: dict, kind: str, *, model_id: str | None, output: str) -> str:
     """One doc's RAM (and vision-head baseline) as the JSON string the task parses."""
-    from ..analysis.data import parse_record
-    from ..analysis.probe import measure_ram
-    from ..hf.attach import model_head_shape
+    from core_attn.analysis.data import parse_record
+    from core_attn.analysis.probe import measure_ram
+    from core_attn.hf.attach import model_head_shape
 
     record = parse_record(doc, kind)
     sample = builder.build(record)
@@ -74,9 +74,9 @@ def parse_response(text: str) -> dict:
 
 def aggregate(payloads: list[dict]) -> float:
     """Accumulate the docs' maps, write the HeadConfig folders; returns the top head's mean RAM."""
-    from .. import __version__
-    from ..analysis.probe import RamAccumulator
-    from ..heads import HeadConfig
+    from core_attn import __version__
+    from core_attn.analysis.probe import RamAccumulator
+    from core_attn.heads import HeadConfig
 
     if not payloads:
         raise ValueError("no RAM samples to aggregate")

@@ -12,7 +12,7 @@ from ..settings import CoreSettings, PrefillTimer, configure
 class CoreAttnModel:
     """Mixin placed before an lmms-eval model class: ``class CoreX(CoreAttnModel, BuiltinX)``.
 
-    Our model_args (see :class:`core_attn.lmms.settings.CoreSettings`) are taken out before the
+    Our model_args (see :class:`core_attn_eval.settings.CoreSettings`) are taken out before the
     built-in ``__init__`` runs (it rejects unknown ones), so prompts, visual sampling and
     generation stay exactly the built-in model's. The built-in classes accept only their own
     attn_implementation values; the model loads with sdpa and ``core_attn.attach`` switches its
@@ -61,7 +61,7 @@ class CoreAttnModel:
     def _sample_builder(self):
         """Encodes RAM records with this model's own processor (the one its generation uses)."""
         if getattr(self, "_core_builder", None) is None:
-            from ...analysis.data import SampleBuilder, family_of
+            from core_attn.analysis.data import SampleBuilder, family_of
 
             processor = getattr(self, "processor", None) or getattr(self, "_image_processor", None)
             if processor is None:

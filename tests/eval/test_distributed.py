@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from core_attn import RamAccumulator
-from core_attn.lmms.distributed import merge_across_ranks
+from core_attn_eval.distributed import merge_across_ranks
 
 
 def samples(n=7, seed=0):

@@ -1,4 +1,4 @@
-"""``core-attn sweep`` and ``core-attn lmms-tasks``: the lmms-eval side (needs ``core-attn[lmms]``)."""
+"""``core-attn sweep`` and ``core-attn lmms-tasks``: the lmms-eval side (needs ``core-attn[eval]``)."""
 
 from __future__ import annotations
 
@@ -47,8 +47,8 @@ def _sweep(args: argparse.Namespace) -> int:
     try:
         import lmms_eval  # noqa: F401
     except ModuleNotFoundError:
-        raise SystemExit('core-attn sweep needs lmms-eval: pip install "core-attn[lmms]" (see the README)') from None
-    from ..lmms.sweep import run_sweep
+        raise SystemExit('core-attn sweep needs lmms-eval: pip install "core-attn[eval]" (see the README)') from None
+    from core_attn_eval.sweep import run_sweep
 
     limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
     run_sweep(
@@ -67,7 +67,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _tasks(args: argparse.Namespace) -> int:
-    from ..lmms.tasks import ram_tasks, tasks_path
+    from core_attn_eval.tasks import ram_tasks, tasks_path
 
     if args.ram is None:
         if args.records:

@@ -36,7 +36,9 @@ def ram_tasks(dest, records: dict[str, str] | None = None) -> str:
     from ..ram import KINDS
 
     if records is None:
-        samples = pathlib.Path(__file__).resolve().parents[2] / "data" / "samples"
+        import core_attn
+
+        samples = pathlib.Path(core_attn.__file__).resolve().parent / "data" / "samples"
         records = {kind: samples / kind / "records.jsonl" for kind in KINDS}
     dest = pathlib.Path(dest) / "core_ram"
     dest.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,8 @@ import io
 import pytest
 import yaml
 
-from core_attn.lmms.sweep import LAYOUTS, build_table, scores_of, setting_label
-from core_attn.lmms.tasks import TASK_GROUPS, TASKS_DIR, local_tasks
+from core_attn_eval.sweep import LAYOUTS, build_table, scores_of, setting_label
+from core_attn_eval.tasks import TASK_GROUPS, TASKS_DIR, local_tasks
 
 
 def test_table_has_paper_columns_and_differences_from_dense():
@@ -65,7 +65,7 @@ def test_lmms_tasks_command(tmp_path, capsys):
     import json
 
     from core_attn.cli import main
-    from core_attn.lmms.tasks import ram_tasks
+    from core_attn_eval.tasks import ram_tasks
 
     assert main(["lmms-tasks"]) == 0 and capsys.readouterr().out.strip() == str(TASKS_DIR)
     assert main(["lmms-tasks", "--ram", str(tmp_path / "t")]) == 0

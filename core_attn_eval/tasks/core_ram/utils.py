@@ -1,12 +1,12 @@
-"""core_ram_<kind>: RAM of a core_* model on records of the four data kinds (see core_attn.lmms.ram).
+"""core_ram_<kind>: RAM of a core_* model on records of the four data kinds (see core_attn_eval.ram).
 
 Records are the analysis schema (core_attn/data/samples/*/records.jsonl) with absolute file
-paths, as :func:`core_attn.lmms.tasks.ram_tasks` writes them.
+paths, as :func:`core_attn_eval.tasks.ram_tasks` writes them.
 """
 
 from PIL import Image
 
-from core_attn.lmms.ram import aggregate, parse_response
+from core_attn_eval.ram import aggregate, parse_response
 
 
 def ram_doc_to_visual(doc):

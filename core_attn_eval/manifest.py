@@ -7,7 +7,7 @@ are named by dotted path and imported only when a run asks for them.
 
 from __future__ import annotations
 
-_PACKAGE = "core_attn.lmms.models"
+_PACKAGE = "core_attn_eval.models"
 
 # model name -> (simple class path or None, chat class path or None)
 MODELS = {

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import core_attn
-from core_attn.lmms.settings import CoreSettings, PrefillTimer, configure
+from core_attn_eval.settings import CoreSettings, PrefillTimer, configure
 from core_attn.testing.tiny_models import build_tiny_model, make_inputs
 
 

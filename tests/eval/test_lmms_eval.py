@@ -46,7 +46,7 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tasks_dir(tmp_path_factory):
     """core_mlvu over a local json in MLVU's schema: 2 questions per category, real category names."""
-    from core_attn.lmms.tasks import local_tasks
+    from core_attn_eval.tasks import local_tasks
 
     root = tmp_path_factory.mktemp("mlvu")
     records = []
@@ -72,7 +72,7 @@ def tasks_dir(tmp_path_factory):
 
 def tiny_model_classes(lmms_base):
     from core_attn.data.tiny_processor import TinyProcessor
-    from core_attn.lmms.models._mixin import CoreAttnModel
+    from core_attn_eval.models._mixin import CoreAttnModel
     from core_attn.testing.tiny_models import make_inputs
     from transformers import AutoModelForImageTextToText
 
@@ -125,7 +125,7 @@ def answers(out):
 def test_core_names_resolve_to_classes_extending_lmms_evals_own(lmms):
     from lmms_eval.models import get_model
 
-    from core_attn.lmms.manifest import MODELS
+    from core_attn_eval.manifest import MODELS
 
     for name, (simple, chat) in MODELS.items():
         try:
@@ -178,7 +178,7 @@ def test_ablation_args_choose_the_silenced_heads(lmms, tiny_dir):
 def test_sweep_writes_the_table(lmms, tiny_dir, tasks_dir, tmp_path, monkeypatch):
     from lmms_eval import models as lmms_models
 
-    from core_attn.lmms import sweep
+    from core_attn_eval import sweep
 
     _, lmms_base, _ = lmms
     _, Core = tiny_model_classes(lmms_base)
@@ -201,8 +201,8 @@ def test_ram_tasks_write_head_configs_equal_to_the_analysis_pipeline(lmms, tiny_
     """core_ram_<kind> through lmms-eval gives the same mean RAM as ram_over_dataset on the same records."""
     import core_attn
     from core_attn.analysis.data import SampleBuilder, load_records
-    from core_attn.lmms.ram import KINDS
-    from core_attn.lmms.tasks import ram_tasks
+    from core_attn_eval.ram import KINDS
+    from core_attn_eval.tasks import ram_tasks
 
     evaluator, lmms_base, TaskManager = lmms
     _, Core = tiny_model_classes(lmms_base)
@@ -226,7 +226,7 @@ def test_ram_tasks_write_head_configs_equal_to_the_analysis_pipeline(lmms, tiny_
 
 
 def test_ram_task_with_a_generating_model_fails_clearly(lmms):
-    from core_attn.lmms.ram import parse_response
+    from core_attn_eval.ram import parse_response
 
     with pytest.raises(ValueError, match="needs a core_"):
         parse_response("B")
