@@ -13,7 +13,7 @@ import pathlib
 import re
 
 import torch
-from transformers import Qwen3Config, Qwen3ForCausalLM
+from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from .attention_op import environment, summary, time_cpu_interleaved, time_gpu
 from .registry import Backbone
@@ -21,6 +21,7 @@ from .registry import Backbone
 RESULTS_DIR = pathlib.Path(__file__).parent / "results"
 
 __all__ = [
+    "BACKBONE_CLASS",
     "RESULTS_DIR",
     "PeakMemory",
     "append_rows",
@@ -34,9 +35,17 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------ model under test
-def build_backbone(backbone: Backbone, dtype: str, device: str) -> Qwen3ForCausalLM:
-    """A Qwen3 decoder of ``backbone``'s sizes with random weights, in eval mode, on sdpa."""
-    config = Qwen3Config(
+def build_backbone(backbone: Backbone, dtype: str, device: str) -> Qwen3VLForConditionalGeneration:
+    """Qwen3-VL with ``backbone``'s text decoder and random weights, in eval mode, on sdpa.
+
+    The model is transformers' Qwen3VLForConditionalGeneration, so the text decoder is the
+    checkpoint's own (M-RoPE, q/k norms, GQA); the benchmarks feed it text tokens only, so the
+    vision tower is a one-block stub that never runs.
+    """
+    half = backbone.head_dim // 2
+    # Qwen3-VL-8B interleaves its rotary dims as [24, 20, 20] of 64; scale to this head_dim.
+    section = [half - 2 * (half * 20 // 64), half * 20 // 64, half * 20 // 64]
+    text = dict(
         vocab_size=backbone.vocab,
         hidden_size=backbone.hidden,
         intermediate_size=backbone.intermediate,
@@ -45,20 +54,37 @@ def build_backbone(backbone: Backbone, dtype: str, device: str) -> Qwen3ForCausa
         num_key_value_heads=backbone.kv_heads,
         head_dim=backbone.head_dim,
         max_position_embeddings=1 << 20,
-        rope_parameters={"rope_type": "default", "rope_theta": backbone.rope_theta},
-        tie_word_embeddings=backbone.tie_embeddings,
-        use_cache=False,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": backbone.rope_theta,
+            "mrope_section": section,
+            "mrope_interleaved": True,
+        },
     )
+    vision = dict(
+        depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=backbone.hidden,
+        num_position_embeddings=64, deepstack_visual_indexes=[0],
+    )
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=backbone.tie_embeddings)
+    config.use_cache = False
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen3ForCausalLM._from_config(config, attn_implementation="sdpa", dtype=getattr(torch, dtype))
+        model = Qwen3VLForConditionalGeneration._from_config(
+            config, attn_implementation="sdpa", dtype=getattr(torch, dtype)
+        )
     return model.eval()
 
 
+BACKBONE_CLASS = "Qwen3VLForConditionalGeneration, text tokens only"
+
+# Ids from here up are Qwen's special and vision tokens; random text stays below them.
+FIRST_SPECIAL_ID = 151643
+
+
 def random_tokens(vocab: int, t: int, device: str, seed: int = 0) -> torch.Tensor:
-    """long [1, T] token ids, uniform over the vocabulary."""
+    """long [1, T] token ids, uniform over the ordinary (non-special) part of the vocabulary."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab, (1, t), generator=generator).to(device)
+    return torch.randint(0, min(vocab, FIRST_SPECIAL_ID), (1, t), generator=generator).to(device)
 
 
 @torch.no_grad()

@@ -23,7 +23,16 @@ import torch
 import core_attn
 
 from .attention_op import attention_flops
-from .common import append_rows, build_backbone, environment, prefill, random_tokens, row_header, time_methods
+from .common import (
+    BACKBONE_CLASS,
+    append_rows,
+    build_backbone,
+    environment,
+    prefill,
+    random_tokens,
+    row_header,
+    time_methods,
+)
 from .registry import Backbone, E2EPrefill
 
 BENCHMARK = "e2e_prefill"
@@ -113,6 +122,7 @@ def make_row(name, entry, env, t, fraction, n_dense, flops, measured) -> dict:
         **row_header(BENCHMARK, name, env),
         "config": {
             "backbone": dataclasses.asdict(entry.backbone),
+            "model_class": BACKBONE_CLASS,
             "dtype": entry.dtype,
             "batch": 1,
             "seq_len": t,

@@ -22,6 +22,7 @@ import torch
 import core_attn
 
 from .common import (
+    BACKBONE_CLASS,
     PeakMemory,
     append_rows,
     build_backbone,
@@ -76,6 +77,7 @@ def run_ram(name: str, entry: RamMemory, results: pathlib.Path) -> list[dict]:
             **row_header("ram_memory", name, env),
             "config": {
                 "backbone": dataclasses.asdict(entry.backbone),
+            "model_class": BACKBONE_CLASS,
                 "dtype": entry.dtype,
                 "batch": 1,
                 "seq_len": t,
@@ -150,6 +152,7 @@ def run_oom(name: str, entry: OomBoundary, results: pathlib.Path) -> list[dict]:
             **row_header("oom_boundary", name, env),
             "config": {
                 "backbone": dataclasses.asdict(entry.backbone),
+            "model_class": BACKBONE_CLASS,
                 "dtype": entry.dtype,
                 "batch": 1,
                 "setting": setting,

@@ -6,10 +6,9 @@ Four kinds of entry, one module each:
   RamMemory     peak memory and time of RAM extraction vs a plain forward (memory.py)
   OomBoundary   the longest context each attention setting prefills on a GPU (memory.py)
 
-Backbones are Qwen3 text decoders (transformers' Qwen3ForCausalLM) built from the sizes below
-with random weights: prefill latency does not depend on weight values. Qwen3-VL's language
-model is this decoder (q/k RMSNorm, GQA, gated SiLU MLP); its interleaved M-RoPE costs the same
-as 1-d RoPE, and for text tokens the three position streams coincide.
+Backbones are Qwen3-VL text decoders (transformers' Qwen3VLForConditionalGeneration with a
+stub vision tower, fed text tokens) built from the sizes below with random weights: prefill
+latency does not depend on weight values.
 """
 
 from __future__ import annotations

@@ -19,16 +19,15 @@ CATEGORIES = ["topic_reasoning", "anomaly_reco", "needle", "ego", "plotQA", "ord
 
 @pytest.fixture(scope="module")
 def lmms():
-    import os
+    """lmms-eval's evaluator, model base class and TaskManager, with the Hub and datasets offline."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_DATASETS_OFFLINE", "1")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        from lmms_eval import evaluator
+        from lmms_eval.api.model import lmms as lmms_base
+        from lmms_eval.tasks import TaskManager
 
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from lmms_eval import evaluator
-    from lmms_eval.api.instance import Instance  # noqa: F401
-    from lmms_eval.api.model import lmms as lmms_base
-    from lmms_eval.tasks import TaskManager
-
-    return evaluator, lmms_base, TaskManager
+        yield evaluator, lmms_base, TaskManager
 
 
 @pytest.fixture(scope="module")
