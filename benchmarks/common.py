@@ -7,6 +7,7 @@ min / mean / median summary are attention_op.py's, imported rather than copied.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import pathlib
@@ -27,6 +28,8 @@ __all__ = [
     "append_rows",
     "build_backbone",
     "environment",
+    "model_fields",
+    "protocol",
     "prefill",
     "random_tokens",
     "row_header",
@@ -184,6 +187,22 @@ def row_header(benchmark: str, entry: str, env: dict) -> dict:
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **env,
     }
+
+
+def model_fields(entry) -> dict:
+    """The config fields every model-level row starts with: backbone sizes, model class, dtype, batch."""
+    return {
+        "backbone": dataclasses.asdict(entry.backbone),
+        "model_class": BACKBONE_CLASS,
+        "dtype": entry.dtype,
+        "batch": 1,
+    }
+
+
+def protocol(entry) -> dict:
+    """How a timed row was measured."""
+    timer = "cuda events, one method at a time" if entry.device == "cuda" else "perf_counter, interleaved"
+    return {"warmup": entry.warmup, "repeats": entry.repeats, "timer": timer}
 
 
 def append_rows(path: pathlib.Path, rows: list[dict]) -> None:

@@ -14,7 +14,6 @@ interleaved call by call with time.perf_counter (see common.time_methods).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import pathlib
 
@@ -24,7 +23,8 @@ import core_attn
 
 from .attention_op import attention_flops
 from .common import (
-    BACKBONE_CLASS,
+    model_fields,
+    protocol,
     append_rows,
     build_backbone,
     environment,
@@ -121,10 +121,7 @@ def make_row(name, entry, env, t, fraction, n_dense, flops, measured) -> dict:
     return {
         **row_header(BENCHMARK, name, env),
         "config": {
-            "backbone": dataclasses.asdict(entry.backbone),
-            "model_class": BACKBONE_CLASS,
-            "dtype": entry.dtype,
-            "batch": 1,
+            **model_fields(entry),
             "seq_len": t,
             "dense_fraction": fraction,
             "n_dense": n_dense,
@@ -133,11 +130,7 @@ def make_row(name, entry, env, t, fraction, n_dense, flops, measured) -> dict:
             "window_size": entry.window_size,
             "head_scores": f"uniform random, seed {entry.head_seed}",
         },
-        "protocol": {
-            "warmup": entry.warmup,
-            "repeats": entry.repeats,
-            "timer": "cuda events, one method at a time" if entry.device == "cuda" else "perf_counter, interleaved",
-        },
+        "protocol": protocol(entry),
         "flops": {"sdpa": flops["sdpa"], "hybrid": flops[fraction]},
         "sdpa": sdpa,
         "hybrid": hybrid,

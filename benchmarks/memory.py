@@ -13,7 +13,6 @@ one and the first that did not.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import pathlib
 
@@ -22,7 +21,8 @@ import torch
 import core_attn
 
 from .common import (
-    BACKBONE_CLASS,
+    model_fields,
+    protocol,
     PeakMemory,
     append_rows,
     build_backbone,
@@ -76,19 +76,12 @@ def run_ram(name: str, entry: RamMemory, results: pathlib.Path) -> list[dict]:
         row = {
             **row_header("ram_memory", name, env),
             "config": {
-                "backbone": dataclasses.asdict(entry.backbone),
-            "model_class": BACKBONE_CLASS,
-                "dtype": entry.dtype,
-                "batch": 1,
+                **model_fields(entry),
                 "seq_len": t,
                 "n_query": entry.n_query,
                 "n_target": entry.n_target,
             },
-            "protocol": {
-                "warmup": entry.warmup,
-                "repeats": entry.repeats,
-                "timer": "cuda events, one method at a time" if entry.device == "cuda" else "perf_counter, interleaved",
-            },
+            "protocol": protocol(entry),
             "forward": forward,
             "ram": ram,
             "oom": not both,
@@ -151,10 +144,7 @@ def run_oom(name: str, entry: OomBoundary, results: pathlib.Path) -> list[dict]:
         row = {
             **row_header("oom_boundary", name, env),
             "config": {
-                "backbone": dataclasses.asdict(entry.backbone),
-            "model_class": BACKBONE_CLASS,
-                "dtype": entry.dtype,
-                "batch": 1,
+                **model_fields(entry),
                 "setting": setting,
                 "dense_fraction": fraction,
                 "sink_size": entry.sink_size,
