@@ -211,17 +211,25 @@ LONG_PATTERNS = {
 }
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("pattern", list(LONG_PATTERNS), ids=list(LONG_PATTERNS))
 @pytest.mark.parametrize("fast", [True, False], ids=["cpu_lse_path", "generic_path"])
 @pytest.mark.parametrize("sink", [0, 5])
-def test_long_sequence_paths(monkeypatch, fast, sink, pattern):
-    """T above the thresholds of the row-blocked dense path and the batched steady streaming path."""
+def test_long_sequence_paths(monkeypatch, fast, sink, pattern, dtype):
+    """T above the thresholds of the thread-balanced dense path, the causal head rows and the batched
+    steady streaming path (odd T, so the dense path also has leading rows; bf16 merges through a copy)."""
     from core_attn.ops import torch_hybrid
 
     if not fast:
         monkeypatch.setattr(torch_hybrid, "_CPU_FLASH_LSE", None)
-    q, k, v = make(1, 8, 2, 1100, 1100, 16, torch.float32)
+    q, k, v = make(1, 8, 2, 1101, 1101, 16, dtype)
     check(q, k, v, torch.tensor(LONG_PATTERNS[pattern]), sink, 70)
+
+
+def test_steady_path_after_a_cache_offset():
+    """Tq < Tk (chunked prefill) long enough for the batched steady rows; head rows take the generic path."""
+    q, k, v = make(1, 8, 2, 400, 1201, 16, torch.float32)
+    check(q, k, v, torch.tensor(LONG_PATTERNS["scattered"]), 5, 70)
 
 
 @pytest.mark.parametrize("t", [513, 1024, 1031])
