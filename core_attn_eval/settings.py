@@ -18,7 +18,7 @@ import torch
 
 from core_attn.analysis.ablation import STRATEGIES, ablate_heads, select_heads
 from core_attn.heads import HeadConfig
-from core_attn.hf.attach import attach, model_head_shape, text_config_of
+from core_attn.hf.attach import attach
 
 # model_args that are ours; everything else goes to lmms-eval's own model class.
 SETTING_NAMES = ("head_config", "dense", "sink", "window", "ablate", "ablate_k", "seed", "decode", "backend", "ram_output")
@@ -55,6 +55,8 @@ class CoreSettings:
     ram_output: str = "core_ram"
 
     def __post_init__(self):
+        # HeadConfig.num_selected checks dense against the head count too, but only once a model
+        # and a head config are loaded; these checks fail before a multi-GB checkpoint loads.
         dense = self.dense
         if isinstance(dense, bool) or not isinstance(dense, (int, float)):
             raise ValueError(f"dense must be a fraction in (0, 1] or a head count, got {dense!r}")
@@ -84,8 +86,6 @@ class CoreSettings:
             ours.pop("dense")
         if "ablate_k" in ours and ours["ablate_k"] is None:
             ours.pop("ablate_k")
-        if isinstance(ours.get("dense"), float) and ours["dense"] == 1.0:
-            ours["dense"] = 1.0
         if isinstance(ours.get("ablate"), str):
             ours["ablate"] = ours["ablate"].lower()
         if ours.get("head_config") is not None:
@@ -142,40 +142,44 @@ def _labels(mask: torch.Tensor) -> list[str]:
 
 
 class PrefillTimer:
-    """Wall time of every prefill (a text-decoder forward over more than one token) of a model.
+    """Wall time of every prefill of a model: a top-level forward over more than one new token.
 
-    Hooks on the text decoder's first and last layers; on CUDA the device is synchronised at
-    both ends so the time is the GPU's. ``times_s`` lists one entry per prefill, ``tokens`` its
-    length.
+    Hooks on the model's own forward (the vision encoder, when the prompt has images, is part of
+    the prefill it times); decode steps with a KV cache pass one token and are skipped. On CUDA
+    the device is synchronised at both ends so the time is the GPU's. ``times_s`` has one entry
+    per prefill, ``tokens`` its length.
     """
 
     def __init__(self, model):
-        layers = _decoder_layers(model)
         self.times_s: list[float] = []
         self.tokens: list[int] = []
         self._start: float | None = None
+        self._device = None
         self._handles = [
-            layers[0].register_forward_pre_hook(self._begin, with_kwargs=True),
-            layers[-1].register_forward_hook(self._end, with_kwargs=True),
+            model.register_forward_pre_hook(self._begin, with_kwargs=True),
+            model.register_forward_hook(self._end, with_kwargs=True),
         ]
 
-    @staticmethod
-    def _length(args, kwargs) -> int:
-        hidden = args[0] if args else kwargs.get("hidden_states")
-        return int(hidden.shape[-2]) if isinstance(hidden, torch.Tensor) and hidden.dim() >= 2 else 0
-
     def _begin(self, module, args, kwargs):
-        n = self._length(args, kwargs)
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        n = int(ids.shape[1]) if isinstance(ids, torch.Tensor) and ids.dim() >= 2 else 0
         if n > 1:
-            _sync(args, kwargs)
+            self._device = ids.device if ids.is_cuda else None
+            self._sync()
             self._start = time.perf_counter()
             self.tokens.append(n)
 
     def _end(self, module, args, kwargs, output):
         if self._start is not None:
-            _sync(args, kwargs)
+            self._sync()
             self.times_s.append(time.perf_counter() - self._start)
             self._start = None
+
+    def _sync(self) -> None:
+        if self._device is not None:
+            torch.cuda.synchronize(self._device)
 
     def close(self) -> None:
         for handle in self._handles:
@@ -190,20 +194,3 @@ class PrefillTimer:
             "prefill_total_s": sum(self.times_s),
             "prefill_mean_tokens": sum(self.tokens[:n]) / n if n else None,
         }
-
-
-def _sync(args, kwargs) -> None:
-    hidden = args[0] if args else kwargs.get("hidden_states")
-    if isinstance(hidden, torch.Tensor) and hidden.is_cuda:
-        torch.cuda.synchronize(hidden.device)
-
-
-def _decoder_layers(model):
-    """The text decoder's layer list (a ModuleList), found through the text config's layer count."""
-    num_layers = model_head_shape(model)[0]
-    text_config = text_config_of(model)
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers and "visual" not in name and "vision" not in name:
-            if any(hasattr(m, "self_attn") for m in module):
-                return module
-    raise ValueError(f"no text decoder layer list of {num_layers} layers in {type(model).__name__} ({text_config.model_type})")

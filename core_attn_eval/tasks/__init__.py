@@ -19,6 +19,13 @@ TASK_GROUPS = ("core_mlvu", "core_videomme")
 _PATH_FIELDS = ("image", "pages", "frames")
 
 
+def _records_file(path) -> pathlib.Path:
+    path = pathlib.Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"records file {path} not found")
+    return path
+
+
 def tasks_path() -> str:
     """The folder to give lmms-eval as ``--include_path`` (core_mlvu, core_videomme)."""
     return str(TASKS_DIR)
@@ -47,9 +54,7 @@ def ram_tasks(dest, records: dict[str, str] | None = None) -> str:
     for kind, path in records.items():
         if kind not in KINDS:
             raise ValueError(f"unknown record kind {kind!r}; expected one of {KINDS}")
-        path = pathlib.Path(path).resolve()
-        if not path.is_file():
-            raise FileNotFoundError(f"records file {path} not found")
+        path = _records_file(path)
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         for row in rows:
             for name in _PATH_FIELDS:
@@ -78,9 +83,7 @@ def local_tasks(dest, data_files: dict[str, str]) -> str:
     for group, records in data_files.items():
         if group not in TASK_GROUPS:
             raise ValueError(f"unknown task group {group!r}; core-attn ships {TASK_GROUPS}")
-        records = pathlib.Path(records).resolve()
-        if not records.is_file():
-            raise FileNotFoundError(f"records file {records} not found")
+        records = _records_file(records)
         target = dest / group
         shutil.copytree(TASKS_DIR / group, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
         template = target / f"_{group}_template_yaml"

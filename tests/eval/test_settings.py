@@ -10,17 +10,16 @@ from core_attn.testing.tiny_models import build_tiny_model, make_inputs
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    model = build_tiny_model("qwen3_vl", seed=0).eval()
-    scores = torch.arange(4 * 4, dtype=torch.float32).view(4, 4).flip(1)  # L0H0 lowest ... distinct
+    scores = torch.arange(4 * 4, dtype=torch.float32).view(4, 4).flip(1)  # distinct; L3H0 highest, L0H3 lowest
     folder = tmp_path_factory.mktemp("heads") / "cfg"
     core_attn.HeadConfig.from_scores(scores, num_kv_heads=2, model_id="tiny", sink_size=2, window_size=4).save_pretrained(folder)
-    inputs = make_inputs("qwen3_vl", model.config, text_len=24, seed=1)
-    return model, str(folder), scores, inputs
+    inputs = make_inputs("qwen3_vl", fresh().config, text_len=24, seed=1)
+    return str(folder), scores, inputs
 
 
-def fresh(tiny):
-    model = build_tiny_model("qwen3_vl", seed=0).eval()
-    return model
+def fresh():
+    """The same tiny model every time (seed 0), unmodified by earlier tests."""
+    return build_tiny_model("qwen3_vl", seed=0).eval()
 
 
 def logits(model, inputs):
@@ -57,8 +56,8 @@ def test_bad_settings_raise(bad, message):
 
 
 def test_dense_baseline_leaves_the_model_on_sdpa(tiny):
-    _, folder, _, inputs = tiny
-    model = fresh(tiny)
+    folder, _, inputs = tiny
+    model = fresh()
     before = logits(model, inputs)
     summary, stack = configure(model, CoreSettings(head_config=folder, dense=1.0))
     assert core_attn.attached_settings(model) is None and summary["dense_heads"] is None
@@ -67,8 +66,8 @@ def test_dense_baseline_leaves_the_model_on_sdpa(tiny):
 
 
 def test_dense_fraction_attaches_the_head_config(tiny):
-    _, folder, scores, inputs = tiny
-    model = fresh(tiny)
+    folder, scores, inputs = tiny
+    model = fresh()
     before = logits(model, inputs)
     summary, _ = configure(model, CoreSettings(head_config=folder, dense=2, sink=1, window=3))
     attached = core_attn.attached_settings(model)
@@ -80,8 +79,8 @@ def test_dense_fraction_attaches_the_head_config(tiny):
 
 @pytest.mark.parametrize("strategy", ["top", "bottom", "random"])
 def test_ablation_silences_the_chosen_heads_until_closed(tiny, strategy):
-    _, folder, scores, inputs = tiny
-    model = fresh(tiny)
+    folder, scores, inputs = tiny
+    model = fresh()
     before = logits(model, inputs)
     summary, stack = configure(model, CoreSettings(head_config=folder, ablate=strategy, ablate_k=3, seed=5))
     expected = core_attn.select_heads(core_attn.HeadConfig.from_pretrained(folder), strategy, 3, seed=5)
@@ -94,14 +93,14 @@ def test_ablation_silences_the_chosen_heads_until_closed(tiny, strategy):
 
 
 def test_random_ablation_follows_the_seed(tiny):
-    _, folder, _, _ = tiny
-    picks = [configure(fresh(tiny), CoreSettings(head_config=folder, ablate="random", ablate_k=4, seed=s))[0]["ablated_heads"] for s in (1, 1, 2)]
+    folder, _, _ = tiny
+    picks = [configure(fresh(), CoreSettings(head_config=folder, ablate="random", ablate_k=4, seed=s))[0]["ablated_heads"] for s in (1, 1, 2)]
     assert picks[0] == picks[1] and picks[0] != picks[2]
 
 
 def test_prefill_timer_counts_prefills_not_decode_steps(tiny):
-    _, _, _, inputs = tiny
-    model = fresh(tiny)
+    _, _, inputs = tiny
+    model = fresh()
     timer = PrefillTimer(model)
     with torch.no_grad():
         model.generate(**inputs.model_inputs, max_new_tokens=4, do_sample=False)
