@@ -272,7 +272,6 @@ def run_length(preset: Preset, t: int, fractions, env: dict) -> list[dict]:
 
         sdpa_row, hybrid_row = summary(sdpa_times, sdpa_flops), summary(hybrid_times, flops)
         ideal = sdpa_flops / flops
-        measured = sdpa_row["mean_s"] / hybrid_row["mean_s"] if sdpa_times and hybrid_times else None
         rows.append(
             {
                 "benchmark": "attention_op",
@@ -280,16 +279,25 @@ def run_length(preset: Preset, t: int, fractions, env: dict) -> list[dict]:
                 **env,
                 "config": {**cfg, "dense_fraction": fraction, "n_dense": n_dense},
                 "protocol": {"warmup": preset.warmup, "repeats": preset.repeats},
-                "sdpa": sdpa_row,
-                "hybrid": hybrid_row,
-                "oom": sdpa_row["oom"] or hybrid_row["oom"],
-                "ideal_speedup": ideal,
-                "measured_speedup": measured,
-                "measured_over_ideal": measured / ideal if measured is not None else None,
+                **comparison(sdpa_row, hybrid_row, ideal),
             }
         )
         print_row(rows[-1])
     return rows
+
+
+def comparison(sdpa: dict, hybrid: dict, ideal: float) -> dict:
+    """The two methods' summaries and the speedup fields of a row: measured is mean sdpa / mean hybrid."""
+    both = not (sdpa["oom"] or hybrid["oom"])
+    measured = sdpa["mean_s"] / hybrid["mean_s"] if both else None
+    return {
+        "sdpa": sdpa,
+        "hybrid": hybrid,
+        "oom": not both,
+        "ideal_speedup": ideal,
+        "measured_speedup": measured,
+        "measured_over_ideal": measured / ideal if both else None,
+    }
 
 
 def print_header():

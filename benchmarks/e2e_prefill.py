@@ -21,7 +21,7 @@ import torch
 
 import core_attn
 
-from .attention_op import attention_flops
+from .attention_op import attention_flops, comparison
 from .common import (
     model_fields,
     protocol,
@@ -117,7 +117,6 @@ def run(name: str, entry: E2EPrefill, results: pathlib.Path) -> list[dict]:
 def make_row(name, entry, env, t, fraction, n_dense, flops, measured) -> dict:
     sdpa, hybrid = measured["sdpa"], measured[fraction]
     ideal = ideal_speedup(flops["sdpa"], flops[fraction])
-    speedup = sdpa["mean_s"] / hybrid["mean_s"] if not (sdpa["oom"] or hybrid["oom"]) else None
     return {
         **row_header(BENCHMARK, name, env),
         "config": {
@@ -132,12 +131,7 @@ def make_row(name, entry, env, t, fraction, n_dense, flops, measured) -> dict:
         },
         "protocol": protocol(entry),
         "flops": {"sdpa": flops["sdpa"], "hybrid": flops[fraction]},
-        "sdpa": sdpa,
-        "hybrid": hybrid,
-        "oom": sdpa["oom"] or hybrid["oom"],
-        "ideal_speedup": ideal,
-        "measured_speedup": speedup,
-        "measured_over_ideal": speedup / ideal if speedup is not None else None,
+        **comparison(sdpa, hybrid, ideal),
     }
 
 

@@ -111,3 +111,16 @@ def test_oom_boundary_stops_at_first_out_of_memory(monkeypatch, tmp_path):
         assert row["max_fitting_len"] == 256 and row["first_oom_len"] == 512
         assert all(f["peak_mem_bytes"] > 0 for f in row["fits"])
     assert len(read(tmp_path / "oom.jsonl")) == 3
+
+
+def test_attention_op_rows_through_the_runner(tmp_path):
+    """attention-op-cpu at a small T through the same runner: one row with both methods and the speedup fields."""
+    run.main(["attention-op-cpu", "--lengths", "2000", "--warmup", "0", "--repeats", "1", "--results-dir", str(tmp_path)])
+    (row,) = read(tmp_path / "attention_op.jsonl")
+    assert row["benchmark"] == "attention_op" and row["config"]["n_dense"] == 1
+    for method in ("sdpa", "hybrid"):
+        assert row[method]["oom"] is False and len(row[method]["times_s"]) == 1
+    assert row["ideal_speedup"] > 1  # T = 2000 > window 1024: streaming q_heads attend fewer pairs
+    assert row["measured_speedup"] == pytest.approx(row["sdpa"]["mean_s"] / row["hybrid"]["mean_s"])
+    assert row["measured_over_ideal"] == pytest.approx(row["measured_speedup"] / row["ideal_speedup"])
+    assert (tmp_path / "attention_op.png").read_bytes()[:4] == b"\x89PNG"
