@@ -18,7 +18,7 @@ import torch
 
 from core_attn.analysis.ablation import STRATEGIES, ablate_heads, select_heads
 from core_attn.heads import HeadConfig
-from core_attn.hf.attach import attach
+from core_attn.hf.attach import attach, attached_settings
 
 # model_args that are ours; everything else goes to lmms-eval's own model class.
 SETTING_NAMES = ("head_config", "dense", "sink", "window", "ablate", "ablate_k", "seed", "decode", "backend", "ram_output")
@@ -130,6 +130,8 @@ def configure(model, settings: CoreSettings) -> tuple[dict, contextlib.ExitStack
             backend=settings.backend,
         )
         summary["dense_heads"] = _labels(mask)
+        attached = attached_settings(model)  # the config's sink / window where settings left them None
+        summary["sink_size"], summary["window_size"] = attached["sink_size"], attached["window_size"]
     if settings.ablate is not None:
         heads = select_heads(config, settings.ablate, settings.ablate_k, seed=settings.seed)
         mask = stack.enter_context(ablate_heads(model, heads))

@@ -110,13 +110,14 @@ def run_sweep(
     output: str | pathlib.Path = "sweep",
     device: str | None = None,
     batch_size: int = 1,
-    evaluate=None,
+    model_class=None,
 ) -> list[dict]:
     """Evaluate ``group`` with ``model`` at the dense baseline and every fraction in ``dense``.
 
     model: an lmms-eval model name registered by core-attn (core_qwen3_vl, ...).
     model_args: lmms-eval's "k=v,k=v" string without dense (set per run here).
-    evaluate: ``simple_evaluate``-compatible callable (tests pass lmms-eval's own; default it).
+    model_class: the lmms-eval model class to build (default: ``model`` looked up in lmms-eval's
+        registry); ``model`` still names it for the tasks' per-model prompts.
     Writes <output>/<group>.md, .csv and .json; returns the runs.
     """
     from lmms_eval.evaluator import simple_evaluate
@@ -126,13 +127,12 @@ def run_sweep(
 
     from .tasks import tasks_path
 
-    evaluate = evaluate or simple_evaluate
     args = simple_parse_args_string(model_args) if model_args else {}
     if "dense" in args:
         raise ValueError("model_args must not set dense: the sweep sets it per run (give --dense fractions instead)")
     settings = [1.0] + [d for d in dense if not (isinstance(d, float) and d == 1.0)]
     task_manager = TaskManager(include_path=include_path or tasks_path(), model_name=model)
-    model_class = get_model(model)
+    model_class = model_class or get_model(model)
     output = pathlib.Path(output)
     output.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -140,7 +140,7 @@ def run_sweep(
         start = time.perf_counter()
         extra = {"batch_size": batch_size, **({"device": device} if device else {})}
         lm = model_class(**args, dense=value, **extra)
-        results = evaluate(
+        results = simple_evaluate(
             model=lm, tasks=[group], task_manager=task_manager, limit=limit, bootstrap_iters=0, log_samples=False
         )
         report = lm.core_report() if hasattr(lm, "core_report") else {}

@@ -30,7 +30,12 @@ class CoreAttnModel:
         dense = self.core_summary["dense_heads"]
         eval_logger.info(
             f"core-attn: dense={settings.dense} "
-            + (f"({len(dense)} heads dense, sink {settings.sink}, window {settings.window}) " if dense else "(sdpa) ")
+            + (
+                f"({len(dense)} heads dense, sink {self.core_summary['sink_size']}, "
+                f"window {self.core_summary['window_size']}) "
+                if dense
+                else "(sdpa) "
+            )
             + (f"ablating {self.core_summary['ablated_heads']}" if settings.ablate else "")
         )
 

@@ -174,18 +174,14 @@ def test_ablation_args_choose_the_silenced_heads(lmms, tiny_dir):
     assert top.core_report()["ablated_heads"] != bottom.core_report()["ablated_heads"]
 
 
-def test_sweep_writes_the_table(lmms, tiny_dir, tasks_dir, tmp_path, monkeypatch):
-    from lmms_eval import models as lmms_models
-
+def test_sweep_writes_the_table(lmms, tiny_dir, tasks_dir, tmp_path):
     from core_attn_eval import sweep
 
     _, lmms_base, _ = lmms
     _, Core = tiny_model_classes(lmms_base)
-    # the sweep builds its model through lmms-eval's registry: point the name at the tiny class
-    monkeypatch.setattr(lmms_models, "get_model", lambda name, *a, **k: Core)
     runs = sweep.run_sweep(
         "core_tiny", f"pretrained={tiny_dir / 'model'},head_config={tiny_dir / 'heads'},sink=1,window=3",
-        "core_mlvu", [0.25, 0.05], include_path=tasks_dir, output=tmp_path / "out",
+        "core_mlvu", [0.25, 0.05], include_path=tasks_dir, output=tmp_path / "out", model_class=Core,
     )
     assert [r["setting"] for r in runs] == ["dense", "25%", "5%"]
     table = (tmp_path / "out" / "core_mlvu.md").read_text().splitlines()
@@ -193,7 +189,7 @@ def test_sweep_writes_the_table(lmms, tiny_dir, tasks_dir, tmp_path, monkeypatch
     assert len(table) == 5 and all(r["prefills"] == 14 and r["prefill_mean_s"] > 0 for r in runs)
     assert (tmp_path / "out" / "core_mlvu.csv").exists() and (tmp_path / "out" / "core_mlvu.json").exists()
     with pytest.raises(ValueError, match="must not set dense"):
-        sweep.run_sweep("core_tiny", "dense=0.5", "core_mlvu", [0.1], include_path=tasks_dir, output=tmp_path / "x")
+        sweep.run_sweep("core_tiny", "dense=0.5", "core_mlvu", [0.1], include_path=tasks_dir, output=tmp_path / "x", model_class=Core)
 
 
 def test_ram_tasks_write_head_configs_equal_to_the_analysis_pipeline(lmms, tiny_dir, tmp_path):

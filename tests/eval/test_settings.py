@@ -72,6 +72,9 @@ def test_dense_fraction_attaches_the_head_config(tiny):
     summary, _ = configure(model, CoreSettings(head_config=folder, dense=2, sink=1, window=3))
     attached = core_attn.attached_settings(model)
     assert attached is not None and attached["sink_size"] == 1 and attached["window_size"] == 3
+    assert (summary["sink_size"], summary["window_size"]) == (1, 3)
+    defaults, _ = configure(fresh(), CoreSettings(head_config=folder, dense=2))
+    assert (defaults["sink_size"], defaults["window_size"]) == (2, 4)  # the head config's own
     top2 = torch.topk(scores.flatten(), 2).indices.tolist()
     assert summary["dense_heads"] == sorted(f"L{i // 4}H{i % 4}" for i in top2)
     assert not torch.allclose(logits(model, inputs), before)  # streaming heads with window 3 change the output
