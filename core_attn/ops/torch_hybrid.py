@@ -3,9 +3,14 @@
 Dense q_heads go through ``scaled_dot_product_attention`` (one call per kv_head that has
 dense q_heads, so GQA never repeats K/V beyond one kv_head at a time).
 
-Streaming q_heads are processed in query chunks. For a chunk of C rows only the keys any
-row of the chunk can see are gathered: the sink keys plus the window band, so one chunk
-costs C * (sink + window + C) score entries and the whole pass grows as
+Streaming q_heads without a padding mask, in float32 on CPU, go to the fused C++ kernel of
+:mod:`core_attn.ops.cpu_kernel` when it could be built: it visits only the sink and band
+keys of each row block and never masks a key block that every row sees.
+
+Otherwise (a padding mask, another dtype or device, no compiler) streaming q_heads are
+composed from SDPA calls over query chunks. For a chunk of C rows only the keys any row of
+the chunk can see are gathered: the sink keys plus the window band, so one chunk costs
+C * (sink + window + C) score entries and the whole pass grows as
 Tq * (sink_size + window_size) instead of Tq * Tk. Within a chunk the q_heads that share a
 kv_head are folded into the row dimension ([B, HKV, G * C, D] against [B, HKV, Kc, D]),
 which is exact GQA without repeating K/V, and the exact per-row pattern is an SDPA bool mask.
@@ -18,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import cpu_kernel
+
 # Query rows per streaming chunk in the generic (masked / non-CPU) path.
 DEFAULT_CHUNK_SIZE = 64
 # Rows per chunk on the CPU fast path. A chunk of C rows scores a band of window + C - 1 keys
@@ -28,6 +35,8 @@ STEADY_CHUNK = 64
 # pairs one thread gets the long rows (with 2 threads, 3/4 of the work); cutting rows into
 # blocks evens the work out (see _dense_causal_blocks).
 _DENSE_MIN_ROWS = 1024
+# Query rows (q_heads folded in) per SDPA call on the CPU fast path; see _steady_rows.
+SLAB_ROWS = 8192
 
 # The fused CPU SDPA kernel also returns each row's log-sum-exp, which lets two partial
 # attentions over disjoint key sets merge exactly (as in flash attention).
@@ -248,35 +257,60 @@ def _steady_rows(
             masks[gs] = band_mask.repeat(gs, 1)  # rows ordered (q_head, row in chunk)
         idx = torch.tensor(heads, device=query.device)
         contiguous = heads == list(range(heads[0], heads[0] + gs))
-        q_s = query[:, heads[0] : heads[0] + gs, r0:r1] if contiguous else query[:, idx, r0:r1]
-        # [B, Gs, nb * C, D] -> [B, nb, Gs * C, D]: the q_heads of one kv_head fold into rows.
-        q_c = q_s.reshape(b, gs, n_chunks, chunk, d).transpose(1, 2).reshape(b, n_chunks, gs * chunk, d)
-        span = slice(k_lo, k_lo + (n_chunks - 1) * chunk + band)
-        k_b = key[:, g, span].unfold(1, band, chunk).transpose(-1, -2)  # [B, nb, band, D], a view
-        v_b = value[:, g, span].unfold(1, band, chunk).transpose(-1, -2)
-        o, lse = _attention_lse(q_c, k_b, v_b, scale, mask=masks[gs])
-        # o is [B, nb, Gs * C, D]; target is out's slice seen as [B, nb, Gs, C, D] (a strided view).
-        if contiguous:
-            target = out[:, heads[0] : heads[0] + gs, r0:r1].view(b, gs, n_chunks, chunk, d).transpose(1, 2)
-        if sink_size:
-            o_s, lse_s = _attention_lse(
-                q_c.view(b, 1, -1, d), key[:, g : g + 1, :sink_size], value[:, g : g + 1, :sink_size], scale
+        # Slabs of chunks keep every intermediate small: the allocator reuses their memory
+        # instead of mapping (and page-faulting) fresh buffers as large as the whole pass.
+        per_slab = max(1, SLAB_ROWS // (gs * chunk))
+        for c0 in range(0, n_chunks, per_slab):
+            nc = min(per_slab, n_chunks - c0)
+            _steady_slab(
+                query, key, value, out, g, heads, idx, contiguous, masks[gs], scale, sink_size,
+                r0 + c0 * chunk, nc, chunk, k_lo + c0 * chunk, band,
             )
-            if contiguous:  # merge straight into out: no intermediate, no extra copy
-                _merge(
-                    o.view(b, n_chunks, gs, chunk, d),
-                    lse.view(b, n_chunks, gs, chunk),
-                    o_s.view(b, n_chunks, gs, chunk, d),
-                    lse_s.view(b, n_chunks, gs, chunk),
-                    out=target,
-                )
-                continue
-            o = _merge(o, lse, o_s.view_as(o), lse_s.view_as(lse))
-        o = o.view(b, n_chunks, gs, chunk, d)
-        if contiguous:  # a slice of out: one strided copy, no index_put
-            target.copy_(o)
-        else:
-            out[:, idx, r0:r1] = o.transpose(1, 2).reshape(b, gs, n_chunks * chunk, d)
+
+
+def _steady_slab(query, key, value, out, g, heads, idx, contiguous, mask, scale, sink_size, r0, n_chunks, chunk, k_lo, band):
+    """One slab of :func:`_steady_rows`: chunks [r0, r0 + n_chunks * chunk) of kv_head g's streaming q_heads."""
+    b, d = query.shape[0], query.shape[-1]
+    gs = len(heads)
+    r1 = r0 + n_chunks * chunk
+    q_s = query[:, heads[0] : heads[0] + gs, r0:r1] if contiguous else query[:, idx, r0:r1]
+    # [B, Gs, nb * C, D] -> [B, nb, Gs * C, D]: the q_heads of one kv_head fold into rows.
+    q_c = q_s.reshape(b, gs, n_chunks, chunk, d).transpose(1, 2).reshape(b, n_chunks, gs * chunk, d)
+    span = slice(k_lo, k_lo + (n_chunks - 1) * chunk + band)
+    k_b = key[:, g, span].unfold(1, band, chunk).transpose(-1, -2)  # [B, nb, band, D], a view
+    v_b = value[:, g, span].unfold(1, band, chunk).transpose(-1, -2)
+    o, lse = _attention_lse(q_c, k_b, v_b, scale, mask=mask)
+    # o is [B, nb, Gs * C, D]; target is out's slice seen as [B, nb, Gs, C, D] (a strided view).
+    if contiguous:
+        target = out[:, heads[0] : heads[0] + gs, r0:r1].view(b, gs, n_chunks, chunk, d).transpose(1, 2)
+    if sink_size:
+        o_s, lse_s = _attention_lse(
+            q_c.view(b, 1, -1, d), key[:, g : g + 1, :sink_size], value[:, g : g + 1, :sink_size], scale
+        )
+        if contiguous:  # merge straight into out: no intermediate, no extra copy
+            _merge(
+                o.view(b, n_chunks, gs, chunk, d),
+                lse.view(b, n_chunks, gs, chunk),
+                o_s.view(b, n_chunks, gs, chunk, d),
+                lse_s.view(b, n_chunks, gs, chunk),
+                out=target,
+            )
+            return
+        o = _merge(o, lse, o_s.view_as(o), lse_s.view_as(lse))
+    o = o.view(b, n_chunks, gs, chunk, d)
+    if contiguous:  # a slice of out: one strided copy, no index_put
+        target.copy_(o)
+    else:
+        out[:, idx, r0:r1] = o.transpose(1, 2).reshape(b, gs, n_chunks * chunk, d)
+
+
+def _fused_kernel_applies(query, key, value, out) -> bool:
+    """Whether the fused CPU kernel (:mod:`core_attn.ops.cpu_kernel`) can take the streaming q_heads."""
+    tensors = (query, key, value, out)
+    return (
+        all(t.device.type == "cpu" and t.dtype == torch.float32 and t.stride(-1) == 1 for t in tensors)
+        and cpu_kernel.available()
+    )
 
 
 def _streaming_part(
@@ -295,6 +329,12 @@ def _streaming_part(
     b, hq, tq, d = query.shape
     hkv, tk = key.shape[1], key.shape[2]
     if bool(dense_heads.all()):
+        return
+    if attention_mask is None and _fused_kernel_applies(query, key, value, out):
+        heads = (~dense_heads).nonzero().flatten().to(device="cpu", dtype=torch.int64)
+        cpu_kernel.streaming_attention(
+            query, key, value, out, heads, sink_size=sink_size, window_size=window_size, scale=scale
+        )
         return
     # (S kv_heads, Gs streaming q_heads each, q_heads [S * Gs], kv_heads [S] or None for all)
     groups = []

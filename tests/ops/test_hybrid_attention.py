@@ -1,16 +1,29 @@
-"""hybrid_attention (torch backend) against the plain reference over many shapes."""
+"""hybrid_attention (torch backend) against the plain reference over many shapes.
+
+Every test runs twice: with the fused C++ streaming kernel and with the SDPA composition
+that replaces it when no compiler is at hand (see core_attn.ops.cpu_kernel).
+"""
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core_attn import hybrid_attention
-from core_attn.ops import hybrid_allowed_mask, hybrid_attention_reference
+from core_attn.ops import cpu_kernel, hybrid_allowed_mask, hybrid_attention_reference
 from core_attn.ops.torch_hybrid import torch_hybrid_attention
 
 # max |out - ref| allowed, per input dtype (the reference runs in float64)
 TOL = {torch.float32: 2e-5, torch.bfloat16: 2.5e-2, torch.float16: 4e-3}
+
+
+@pytest.fixture(autouse=True, params=["fused", "composed"])
+def cpu_path(request):
+    fused = request.param == "fused"
+    if fused and not cpu_kernel.available():
+        pytest.skip("the fused CPU kernel could not be built here")
+    with cpu_kernel.use(fused):
+        yield request.param
 
 
 def padding_mask(b, tq, tk, left=None, right=None):
@@ -137,7 +150,7 @@ def test_streaming_changes_output_only_of_streaming_heads():
     assert (hyb[:, ~dh] - full[:, ~dh]).abs().max() > 1e-2
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     b=st.integers(1, 2),
     hkv=st.sampled_from([1, 2, 4]),
