@@ -8,7 +8,9 @@ Every configuration reports min / mean / median seconds, achieved TFLOP/s, the i
 speedup (causal SDPA FLOPs / hybrid FLOPs) and the measured one (mean SDPA time / mean
 hybrid time). FLOPs count attended (query, key) pairs only, 4 * D per pair (Q @ K^T and
 P @ V, a multiply-add each), so a perfect kernel's measured speedup equals the ideal.
-One JSON line per (length, dense fraction) is appended to the results file.
+One JSON line per (length, dense fraction) is appended to the results file. On CPU the
+torch backend's streaming heads run on the fused C++ kernel when it builds; the row then
+also times the same op on the SDPA composition ("composed"), interleaved with the others.
 
 Protocol: GPU times with CUDA events after warm-up passes (the warm-up also runs Triton's
 autotuning), and an out-of-memory error skips that configuration only. CPU times with
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from core_attn import hybrid_attention
+from core_attn.ops import cpu_kernel
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "attention_op.jsonl"
 
@@ -233,6 +236,9 @@ def run_length(preset: Preset, t: int, fractions, env: dict) -> list[dict]:
     except torch.OutOfMemoryError:
         q = k = v = None
 
+    # On CPU the torch backend runs streaming heads through the fused C++ kernel when it
+    # builds (float32, no padding mask); each row says which path ran.
+    fused = preset.device != "cuda" and preset.dtype == torch.float32 and cpu_kernel.available()
     sdpa_times = None
     if q is not None and preset.device == "cuda":
         try:
@@ -264,26 +270,41 @@ def run_length(preset: Preset, t: int, fractions, env: dict) -> list[dict]:
                 hybrid_times = time_gpu(hybrid, preset.warmup, preset.repeats)
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()
-        elif q is not None:
-            both = time_cpu_interleaved(
-                {"sdpa": lambda: sdpa(q, k, v), "hybrid": hybrid}, preset.warmup, preset.repeats
-            )
-            sdpa_times, hybrid_times = both["sdpa"], both["hybrid"]
+        composed_times = None
+        if q is not None and preset.device != "cuda":
+            fns = {"sdpa": lambda: sdpa(q, k, v), "hybrid": hybrid}
+            if fused:  # the same op with its streaming heads on the SDPA composition, for comparison
+                fns["composed"] = lambda: _without_kernel(hybrid)
+            times = time_cpu_interleaved(fns, preset.warmup, preset.repeats)
+            sdpa_times, hybrid_times, composed_times = times["sdpa"], times["hybrid"], times.get("composed")
 
         sdpa_row, hybrid_row = summary(sdpa_times, sdpa_flops), summary(hybrid_times, flops)
         ideal = sdpa_flops / flops
-        rows.append(
-            {
-                "benchmark": "attention_op",
-                "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                **env,
-                "config": {**cfg, "dense_fraction": fraction, "n_dense": n_dense},
-                "protocol": {"warmup": preset.warmup, "repeats": preset.repeats},
-                **comparison(sdpa_row, hybrid_row, ideal),
+        row = {
+            "benchmark": "attention_op",
+            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **env,
+            "config": {**cfg, "dense_fraction": fraction, "n_dense": n_dense},
+            "protocol": {"warmup": preset.warmup, "repeats": preset.repeats},
+            **comparison(sdpa_row, hybrid_row, ideal),
+        }
+        if preset.device != "cuda":
+            row["cpu_streaming_path"] = "fused" if fused else "composed"
+        if composed_times is not None:
+            composed = comparison(sdpa_row, summary(composed_times, flops), ideal)
+            row["composed"] = {
+                **composed["hybrid"],
+                "measured_speedup": composed["measured_speedup"],
+                "measured_over_ideal": composed["measured_over_ideal"],
             }
-        )
-        print_row(rows[-1])
+        rows.append(row)
+        print_row(row)
     return rows
+
+
+def _without_kernel(fn):
+    with cpu_kernel.use(False):
+        return fn()
 
 
 def comparison(sdpa: dict, hybrid: dict, ideal: float) -> dict:
@@ -321,6 +342,15 @@ def print_row(row: dict):
         f"{fmt(row['measured_over_ideal'], '6.2f'):>6}",
         flush=True,
     )
+    if "cpu_streaming_path" in row:
+        print(f"{'':>7} streaming heads on the {row['cpu_streaming_path']} CPU path", flush=True)
+    if "composed" in row:
+        cm = row["composed"]
+        print(
+            f"{'':>7} SDPA composition instead: {fmt(cm.get('mean_s', 0) * 1e3, '10.2f')} ms, "
+            f"measured {fmt(cm['measured_speedup'], '.2f')}, ratio {fmt(cm['measured_over_ideal'], '.2f')}",
+            flush=True,
+        )
 
 
 def main(argv=None):
