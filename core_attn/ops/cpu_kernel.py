@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 _SOURCE = pathlib.Path(__file__).parent / "csrc" / "streaming_cpu.cpp"
 # Rows per q_head per work item, and keys per block; the item's GEMMs are
 # [G * BLOCK_M, D] x [D, BLOCK_N] and [G * BLOCK_M, BLOCK_N] x [BLOCK_N, D].
-BLOCK_M = 64
-BLOCK_N = 512
+BLOCK_M = 32
+BLOCK_N = 2048
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": None, "error": None, "enabled": None}

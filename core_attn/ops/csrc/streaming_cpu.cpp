@@ -139,14 +139,17 @@ void streaming_attention_cpu(const at::Tensor& query, const at::Tensor& key, con
   const float sc = static_cast<float>(scale);
   const int64_t S = sink_size, W = window_size;
 
-  // Items ordered (query block, batch, group): a static split over threads then gives each
-  // thread whole query blocks of every group, so groups of unequal size still balance.
   const int64_t n_items = B * n_groups * n_qblocks;
-  at::parallel_for(0, n_items, 1, [&](int64_t begin, int64_t end) {
+  // Items differ in cost (the first rows see fewer keys, groups differ in size), so they are
+  // handed out dynamically rather than split statically as at::parallel_for would.
+  const int n_threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(), n_items));
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !at::in_parallel_region())
+  {
     const int64_t max_m = max_g * block_m;
     std::vector<float> qpack(max_m * D), acc(max_m * D), scores(max_m * block_n);
     std::vector<float> row_m(max_m), row_l(max_m);
-    for (int64_t item = begin; item < end; ++item) {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < n_items; ++item) {
       const int64_t qb = item / (B * n_groups);
       const int64_t bg = item % (B * n_groups);
       const int64_t gi = bg % n_groups, b = bg / n_groups;
@@ -219,7 +222,7 @@ void streaming_attention_cpu(const at::Tensor& query, const at::Tensor& key, con
         }
       }
     }
-  });
+  }
 }
 
 TORCH_LIBRARY(core_attn_cpu, m) {
