@@ -57,6 +57,10 @@ def label(benchmark: str, method: str, fraction: float | None) -> str:
     return f"{method} {fraction:.1%} dense"
 
 
+def composed_label(benchmark: str, method: str, fraction: float | None) -> str:
+    return f"{label(benchmark, method, fraction)} (SDPA composition)"
+
+
 def plot(rows: list[dict], out: pathlib.Path, title: str | None = None) -> pathlib.Path:
     """Write the figure of ``rows`` (see the module docstring) to ``out``; returns ``out``."""
     rows = newest_series(rows)
@@ -67,6 +71,8 @@ def plot(rows: list[dict], out: pathlib.Path, title: str | None = None) -> pathl
         t, fraction = row["config"]["seq_len"], row["config"].get("dense_fraction")
         series.setdefault(label(benchmark, baseline, None), []).append((t, row[baseline]))
         series.setdefault(label(benchmark, method, fraction), []).append((t, row[method]))
+        if "composed" in row:  # CPU attention op: the same hybrid on the SDPA composition
+            series.setdefault(composed_label(benchmark, method, fraction), []).append((t, row["composed"]))
     series = {k: sorted(dict(v).items()) for k, v in series.items()}  # one point per T
 
     has_speedup = "ideal_speedup" in rows[0]
@@ -106,6 +112,16 @@ def plot(rows: list[dict], out: pathlib.Path, title: str | None = None) -> pathl
             measured = [(r["config"]["seq_len"], r["measured_speedup"]) for r in fraction_rows if r["measured_speedup"]]
             if measured:
                 ax.plot(*zip(*measured), marker="o", color=color, label=f"{fraction:.1%} dense measured")
+            composed = [
+                (r["config"]["seq_len"], r["composed"]["measured_speedup"])
+                for r in fraction_rows
+                if r.get("composed", {}).get("measured_speedup")
+            ]
+            if composed:
+                ax.plot(
+                    *zip(*composed), marker="s", ls=":", color=colors[composed_label(benchmark, method, fraction)],
+                    label=f"{fraction:.1%} dense, SDPA composition",
+                )
             ideal = [r["ideal_speedup"] for r in fraction_rows]
             ax.plot(ts, ideal, ls="--", marker="x", color=color, label=f"{fraction:.1%} dense ideal")
         ax.axhline(1.0, color="gray", lw=0.8)
