@@ -34,7 +34,7 @@ BLOCK_M = 32
 BLOCK_N = 2048
 
 _lock = threading.Lock()
-_state: dict[str, object] = {"loaded": None, "error": None, "enabled": None}
+_state: dict[str, object] = {"loaded": None, "error": None, "enabled": None, "calls": 0}
 
 
 def _flags() -> list[str]:
@@ -120,6 +120,11 @@ def available() -> bool:
     return bool(_state["loaded"])
 
 
+def calls() -> int:
+    """How many times the kernel has run in this process (to tell which path a model took)."""
+    return int(_state["calls"])
+
+
 def streaming_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -136,6 +141,7 @@ def streaming_attention(
     query [B, HQ, Tq, D], key/value [B, HKV, Tk, D], out [B, HQ, Tq, D]: float32 CPU, last
     dim contiguous. heads: int64 [n], sorted. Rows sit at positions Tk - Tq + i.
     """
+    _state["calls"] = int(_state["calls"]) + 1
     torch.ops.core_attn_cpu.streaming_attention(
         query, key, value, out, heads, sink_size, window_size, scale, BLOCK_M, BLOCK_N
     )
