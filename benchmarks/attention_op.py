@@ -347,7 +347,7 @@ def print_row(row: dict):
     if "composed" in row:
         cm = row["composed"]
         print(
-            f"{'':>7} SDPA composition instead: {fmt(cm.get('mean_s', 0) * 1e3, '10.2f')} ms, "
+            f"{'':>7} SDPA composition instead: {fmt(cm['mean_s'] * 1e3 if not cm['oom'] else None, '.2f')} ms, "
             f"measured {fmt(cm['measured_speedup'], '.2f')}, ratio {fmt(cm['measured_over_ideal'], '.2f')}",
             flush=True,
         )

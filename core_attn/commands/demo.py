@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     # The fused CPU kernel compiles on first use (once per machine, then cached): do it here,
     # outside the timed prefills.
     if cpu_kernel.enabled() and cpu_kernel._state["loaded"] is None:
-        print("   (loading the fused CPU streaming kernel; the first run on a machine compiles it, ~15 s)\n", flush=True)
+        print("   (loading the fused CPU streaming kernel; the first run on a machine compiles it, about 13 s on 2 cores)\n", flush=True)
     cpu_kernel.available()
     with torch.no_grad():
         t0 = time.perf_counter()

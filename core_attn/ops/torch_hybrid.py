@@ -232,10 +232,11 @@ def _steady_rows(
 ) -> None:
     """Causal streaming rows [r_start, r_start + n_chunks * chunk) whose windows start past the sinks (CPU).
 
-    Per kv_head two SDPA calls cover all these rows: one over the sink keys, and one where
-    chunk c of C rows meets its band of window_size + C - 1 keys, taken as an overlapping
-    ``unfold`` view of K/V (no copy) with one additive mask shared by all chunks. The two
-    partial results merge exactly through their log-sum-exps.
+    Per kv_head and slab of chunks (at most SLAB_ROWS folded rows) two SDPA calls cover the
+    rows: one over the sink keys, and one where chunk c of C rows meets its band of
+    window_size + C - 1 keys, taken as an overlapping ``unfold`` view of K/V (no copy) with
+    one additive mask shared by all chunks. The two partial results merge exactly through
+    their log-sum-exps (see :func:`_steady_slab`).
     """
     b, hq, tq, d = query.shape
     hkv, tk = key.shape[1], key.shape[2]

@@ -153,3 +153,23 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch):
     ref = hybrid_attention_reference(q, k, v, dense, sink_size=2, window_size=5).float()
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=0)
     torch.testing.assert_close(again, out, atol=0, rtol=0)
+
+
+@needs_kernel
+def test_torch_backend_routes_only_maskless_float32_streaming_heads_to_the_kernel():
+    """The fused/composed test matrix means something only if "fused" really runs the kernel."""
+    q, k, v = make(1, 4, 2, 40, 40, 16)
+    mixed = torch.tensor([True, False, False, False])
+
+    def ran_kernel(q, k, v, dense, **kw):
+        before = cpu_kernel.calls()
+        hybrid_attention(q, k, v, dense, sink_size=2, window_size=5, backend="torch", **kw)
+        return cpu_kernel.calls() - before
+
+    assert ran_kernel(q, k, v, mixed) == 1
+    causal = torch.ones(40, 40, dtype=torch.bool).tril().view(1, 1, 40, 40)
+    assert ran_kernel(q, k, v, mixed, attention_mask=causal) == 0  # a padding mask: composition
+    assert ran_kernel(q.bfloat16(), k.bfloat16(), v.bfloat16(), mixed) == 0  # float32 only
+    assert ran_kernel(q, k, v, torch.ones(4, dtype=torch.bool)) == 0  # no streaming heads
+    with cpu_kernel.use(False):
+        assert ran_kernel(q, k, v, mixed) == 0

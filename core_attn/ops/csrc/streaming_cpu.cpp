@@ -8,9 +8,10 @@
 // GQA group and K/V are read once per item, never repeated. An item visits only the keys
 // some of its rows can see: the sinks [0, min(sink, p1 + 1)) and the band
 // [max(.., p0 - window + 1), p1]; its cost grows as Tq * (sink + window + BM), not Tq * Tk.
-// Key blocks whose keys every row sees skip the mask; only the blocks at the two ends of
-// the band (and the sink/band seam) are masked element by element. Softmax is the online
-// (flash) form, so nothing of size Tq * Tk is ever stored.
+// In a key block each row sees one interval; only scores outside it are set to -inf (a fill,
+// no mask tensor), so blocks that every row sees fully are never touched. Softmax is the
+// online (flash) form, so nothing of size Tq * Tk is ever stored. Work items are handed out
+// dynamically over OpenMP threads.
 //
 // GEMMs go to the BLAS that PyTorch itself links (Fortran sgemm_), in the same layout as
 // PyTorch's own CPU flash-attention kernel; exp is ATen's vectorised exp_u20.
